@@ -1,0 +1,280 @@
+"""Clients: send messages to a server and await replies, async (:class:`Client`) or blocking
+(:class:`SyncClient`). Both share the pure request/reply code in ``_protocol``."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import enum
+import logging
+import threading
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from . import _protocol
+from ._exceptions import (
+    ConnectionError,
+    DistroError,
+    MessageError,
+    MessageTooLarge,
+    RequestTimeout,
+    StateError,
+)
+from ._logging import Logger, RateLimitedLog
+from ._message import Message, parse
+from ._transport import Connection, Transport
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+__all__ = ["Client", "SyncClient"]
+
+T = TypeVar("T")
+
+
+class _State(enum.Enum):
+    UNOPENED = "unopened"
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+class Client:
+    """Sends messages to one server over one transport (asyncio).
+
+    Make one with ``factory.client(...)`` and use it as ``async with factory.client(...) as c``
+    (or :meth:`open` and :meth:`aclose`).
+
+    :param transport: the transport instance, made from the user's client options.
+    :param logger: where unexpected input is logged.
+    """
+
+    def __init__(self, transport: Transport, *, logger: Logger) -> None:
+        self.transport = transport
+        self._logger = logger
+        self._quiet = RateLimitedLog(logger)
+        self._state = _State.UNOPENED
+        self._conn: Connection | None = None
+        self._pending: _protocol.Pending[asyncio.Future[Any]] = _protocol.Pending()
+        self._limit = transport.capabilities.max_message_size
+        self._can_request = transport.capabilities.request_reply
+
+    async def open(self) -> None:
+        """Open the link to the server.
+
+        :raises ConnectionError: the server cannot be reached (connected transports).
+        :raises StateError: already opened.
+        """
+        if self._state is not _State.UNOPENED:
+            raise StateError(f"client is {self._state.value}; a client opens only once")
+        self._conn = await self.transport.connect(self)
+        self._state = _State.OPEN
+
+    async def aclose(self) -> None:
+        """Close the link; requests still waiting fail with ConnectionError. Idempotent."""
+        if self._state is _State.CLOSED:
+            return
+        self._state = _State.CLOSED
+        self._fail_pending(ConnectionError(f"client for {self.transport.describe()} closed"))
+        if self._conn is not None:
+            await self._conn.aclose()
+
+    async def __aenter__(self) -> Client:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def _link(self) -> Connection:
+        if self._state is not _State.OPEN or self._conn is None:
+            raise StateError(f"client is {self._state.value}; use 'async with factory.client()'")
+        return self._conn
+
+    def _check_size(self, data: bytes) -> None:
+        if self._limit is not None and len(data) > self._limit:
+            raise MessageTooLarge(len(data), self._limit, self.transport.name)
+
+    async def send(self, msg: Message) -> None:
+        """Send ``msg`` one way.
+
+        :raises MessageTooLarge: it does not fit in one frame of this transport.
+        :raises TransportError: it could not be sent (``ConnectionError``: unreachable).
+        """
+        conn = self._link()
+        if not isinstance(msg, Message):
+            raise TypeError(f"send() takes a distro Message, got {type(msg).__name__}")
+        data = msg.to_bytes()
+        if self._limit is not None and len(data) > self._limit:
+            raise MessageTooLarge(len(data), self._limit, self.transport.name)
+        await conn.send(data, msg)
+
+    async def request(self, msg: Message, timeout: float = 5.0) -> Message:
+        """Send ``msg`` as a request and wait for the reply.
+
+        :param timeout: seconds to wait for the reply.
+        :returns: the reply; its payload is the handler's return value.
+        :raises RequestTimeout: no reply within ``timeout``.
+        :raises RemoteError: the handler raised, or no handler matched.
+        :raises MessageTooLarge, TransportError: as for :meth:`send`.
+        """
+        conn = self._link()
+        if not isinstance(msg, Message):
+            raise TypeError(f"request() takes a distro Message, got {type(msg).__name__}")
+        if not self._can_request:
+            raise DistroError(f"transport {self.transport.name!r} does not support request/reply")
+        data = _protocol.as_request(msg, conn.reply_to)
+        self._check_size(data)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._pending.add(msg.id, future)
+        timer = loop.call_later(timeout, _expire, future, msg.id, timeout)
+        try:
+            await conn.send(data, msg)
+            reply: Message = await future
+            return reply
+        finally:
+            timer.cancel()
+            self._pending.pop(msg.id)
+
+    # -- the ClientReceiver protocol (called by the transport) -----------------------------
+
+    def frame_received(self, data: bytes) -> None:
+        """Take one frame sent back to this client (see :class:`distro_core.ClientReceiver`)."""
+        try:
+            msg = parse(data)
+            outcome = _protocol.reply_outcome(msg)
+        except MessageError as exc:
+            self._quiet.log("invalid", logging.WARNING, "distro client: dropped invalid frame: %s", exc)
+            return
+        if outcome is None:
+            self._quiet.log(
+                "unexpected", logging.WARNING,
+                "distro client: dropped %s message %s: clients only take replies",
+                msg.headers["uri"], msg.id,
+            )
+            return
+        request_id, _, error = outcome
+        future = self._pending.pop(request_id)
+        if future is None or future.done():
+            self._quiet.log(
+                "late", logging.INFO, "distro client: reply to %s came after its request ended",
+                request_id,
+            )
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(msg)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        """The link broke; fail every waiting request (see :class:`distro_core.ClientReceiver`)."""
+        if len(self._pending):
+            error = ConnectionError(f"lost the link to {self.transport.describe()}: {exc}")
+            if exc is not None:
+                error.__cause__ = exc
+            self._fail_pending(error)
+
+    def _fail_pending(self, error: BaseException) -> None:
+        for future in self._pending.drain():
+            if not future.done():
+                future.set_exception(error)
+
+
+def _expire(future: asyncio.Future[Any], msg_id: str, timeout: float) -> None:
+    if not future.done():
+        future.set_exception(RequestTimeout(msg_id, timeout))
+
+
+class SyncClient:
+    """A blocking client for scripts: the same as :class:`Client`, run on a private event loop
+    in a background thread, so it works whether or not the calling thread runs a loop.
+
+    Use it as ``with factory.sync_client(...) as client:``.
+    """
+
+    def __init__(self, make_client: Callable[[], Client]) -> None:
+        self._make_client = make_client
+        self._client: Client | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    def _run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        if self._loop is None:
+            coro.close()
+            raise StateError("sync client is not open; use 'with factory.sync_client()'")
+        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            return future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise
+
+    def open(self) -> None:
+        """Start the background loop and open the link.
+
+        :raises ConnectionError: the server cannot be reached.
+        """
+        if self._loop is not None:
+            raise StateError("sync client already open")
+        loop = asyncio.new_event_loop()
+        ready = threading.Event()
+
+        def serve() -> None:
+            asyncio.set_event_loop(loop)
+            loop.call_soon(ready.set)
+            loop.run_forever()
+
+        self._thread = threading.Thread(target=serve, name="distro-sync-client", daemon=True)
+        self._thread.start()
+        ready.wait()
+        self._loop = loop
+        self._client = self._make_client()
+        try:
+            self._run(self._client.open())
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Close the link and stop the background loop. Idempotent."""
+        loop, self._loop = self._loop, None
+        if loop is None:
+            return
+        try:
+            if self._client is not None:
+                asyncio.run_coroutine_threadsafe(self._client.aclose(), loop).result(10)
+        finally:
+            loop.call_soon_threadsafe(loop.stop)
+            if self._thread is not None:
+                self._thread.join(10)
+            loop.close()
+
+    def send(self, msg: Message) -> None:
+        """Send ``msg`` one way; see :meth:`Client.send`."""
+        assert self._client is not None or self._loop is None
+        self._run(self._client.send(msg) if self._client else _not_open())
+
+    def request(self, msg: Message, timeout: float = 5.0) -> Message:
+        """Send a request and wait for its reply; see :meth:`Client.request`."""
+        return self._run(self._client.request(msg, timeout) if self._client else _not_open())
+
+    def __enter__(self) -> SyncClient:
+        self.open()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+async def _not_open() -> Any:
+    raise StateError("sync client is not open; use 'with factory.sync_client()'")

@@ -1,0 +1,124 @@
+"""``distro.create``: pick a transport, get a factory of servers and clients for it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pluggy
+
+from . import hookspecs
+from ._client import Client, SyncClient
+from ._exceptions import PluginError
+from ._logging import Logger, check_logger
+from ._registry import Registry, TransportInfo, check_transport, default_registry
+from ._server import Server
+from ._transport import Transport
+
+__all__ = ["Factory", "create", "transports"]
+
+_SERVER_OPTIONS = ("max_concurrency", "close_timeout", "ack_any_address")
+
+
+def _merge(info: Mapping[str, Any] | None, options: dict[str, Any]) -> dict[str, Any]:
+    if info is None:
+        return options
+    if not isinstance(info, Mapping):
+        raise TypeError(f"server/client info must be a mapping, got {type(info).__name__}")
+    clash = sorted(set(info) & set(options))
+    if clash:
+        raise TypeError(f"option(s) {', '.join(clash)} given both in the mapping and as keywords")
+    return {**info, **options}
+
+
+class Factory:
+    """Makes servers and clients that all use one transport; returned by :func:`create`.
+
+    :ivar name: the transport's name.
+    :ivar transport: the :class:`Transport` subclass.
+    """
+
+    def __init__(self, transport: type[Transport], logger: Logger) -> None:
+        self.transport = transport
+        self.name = transport.name
+        self.logger = logger
+
+    def server(self, info: Mapping[str, Any] | None = None, /, **options: Any) -> Server:
+        """Make a server (not yet started).
+
+        Options are the transport's (``address``, ``port`` and so on; a mapping works as well as
+        keywords) plus the server's own: ``max_concurrency``, ``close_timeout`` and
+        ``ack_any_address`` (see :class:`Server`).
+
+        :raises TypeError: an option the transport does not know.
+        """
+        merged = _merge(info, options)
+        own = {key: merged.pop(key) for key in _SERVER_OPTIONS if key in merged}
+        return Server(self.transport(merged), logger=self.logger, **own)
+
+    def client(self, info: Mapping[str, Any] | None = None, /, **options: Any) -> Client:
+        """Make a client (not yet open) for the server the options name."""
+        return Client(self.transport(_merge(info, options)), logger=self.logger)
+
+    def sync_client(self, info: Mapping[str, Any] | None = None, /, **options: Any) -> SyncClient:
+        """Make a blocking client (not yet open) for the server the options name."""
+        merged = _merge(info, options)
+        self.transport(merged)  # check the options now, not in the background thread
+        return SyncClient(lambda: Client(self.transport(merged), logger=self.logger))
+
+    def __repr__(self) -> str:
+        return f"<distro.Factory {self.name!r}>"
+
+
+def _from_plugin(plugin: object) -> type[Transport]:
+    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs)
+    try:
+        pm.register(plugin)
+        pm.check_pending()
+    except (ValueError, pluggy.PluginValidationError) as exc:
+        raise PluginError(f"{plugin!r} is not a usable distro plugin: {exc}") from exc
+    classes = [cls for result in pm.hook.distro_register_transports() for cls in result or ()]
+    if len(classes) != 1:
+        names = ", ".join(getattr(c, "name", repr(c)) for c in classes) or "none"
+        raise PluginError(
+            f"plugin {plugin!r} provides {len(classes)} transports ({names}); "
+            "pass one Transport subclass, or register the plugin and create() by name"
+        )
+    return check_transport(classes[0], f"plugin {plugin!r}")
+
+
+def create(
+    transport: str | type[Transport] | object, logger: Any = None, *, registry: Registry | None = None
+) -> Factory:
+    """Make a factory of servers and clients over one transport.
+
+    :param transport: a transport name (``"memory"``, ``"udp4"``, ``"udp6"``, ``"tcp"``, or one a
+        plugin such as ``distro-redis`` provides), a :class:`Transport` subclass, or a plugin
+        object whose ``distro_register_transports`` hook gives exactly one transport.
+    :param logger: anything with ``log(level, msg, *args)``; the ``distro`` logger by default.
+    :param registry: where names are looked up; the process-wide default registry by default.
+    :raises TransportNotFound: no transport has that name (the text lists those available).
+    :raises DuplicateTransport: two installed distributions claim the name.
+    :raises TypeError: ``transport`` is none of the above, or ``logger`` cannot log.
+    """
+    checked_logger = check_logger(logger)
+    if isinstance(transport, str):
+        cls = (registry or default_registry()).get(transport).transport
+    elif isinstance(transport, type):
+        cls = check_transport(transport, "create()")
+    elif transport is None:
+        raise TypeError("create() needs a transport: a name such as 'udp4', or a Transport class")
+    elif hasattr(transport, "distro_register_transports"):
+        cls = _from_plugin(transport)
+    else:
+        raise TypeError(
+            "create() takes a transport name, a distro.Transport subclass or a plugin, "
+            f"not {type(transport).__name__}"
+        )
+    return Factory(cls, checked_logger)
+
+
+def transports(*, registry: Registry | None = None) -> Mapping[str, TransportInfo]:
+    """Every transport that can be created, by name, with the distribution providing it."""
+    return (registry or default_registry()).available()

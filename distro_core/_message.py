@@ -1,0 +1,198 @@
+"""The Message: an immutable ``{"id", "headers", "payload"}`` triple and its wire form.
+
+Pure: no I/O, no clock. A message is validated and encoded once, when it is made; the encoding is
+kept, so sending it costs no further encoding. The message holds its own copy of the headers and
+payload (the decoded form of its encoding), so mutating the objects passed in changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from ._codec import CodecError, dumps, loads
+from ._exceptions import MessageError
+from ._ids import new_id
+
+__all__ = ["VERBS", "Message", "message", "parse"]
+
+VERBS = frozenset({"HEAD", "GET", "POST", "PUT", "DELETE", "PATCH"})
+"""The verbs a message may carry in its ``verb`` header."""
+
+
+@attrs.frozen(eq=True, hash=False, repr=False)
+class Message:
+    """One message: a string ``id`` (a uuid4), a ``headers`` mapping and a JSON ``payload``.
+
+    Make messages with :func:`message` or :func:`parse`; the constructor does no validation.
+    Two messages are equal when id, headers and payload are equal; ``params`` (the path
+    parameters of the route that matched, set by the server) takes no part in equality or in
+    the wire form.
+    """
+
+    id: str
+    headers: dict[str, Any]
+    payload: Any = None
+    params: dict[str, str] = attrs.field(factory=dict, eq=False)
+    _raw: bytes | None = attrs.field(default=None, eq=False, alias="raw")
+
+    __hash__ = None  # type: ignore[assignment]
+
+    @property
+    def uri(self) -> str:
+        """The ``uri`` header."""
+        return self.headers["uri"]  # type: ignore[no-any-return]
+
+    @property
+    def verb(self) -> str | None:
+        """The ``verb`` header (upper-case), or None when the message has none."""
+        return self.headers.get("verb")
+
+    def to_bytes(self) -> bytes:
+        """Return the wire form: compact UTF-8 JSON ``{"id":…,"headers":…,"payload":…}``."""
+        raw = self._raw
+        if raw is None:
+            raw = _encode(self.id, self.headers, self.payload)
+            object.__setattr__(self, "_raw", raw)
+        return raw
+
+    def to_string(self) -> str:
+        """Return the wire form as text (the same JSON as :meth:`to_bytes`)."""
+        return self.to_bytes().decode("utf-8")
+
+    __str__ = to_string
+
+    def __repr__(self) -> str:
+        return f"Message(id={self.id!r}, headers={self.headers!r}, payload={self.payload!r})"
+
+    def with_params(self, params: dict[str, str]) -> Message:
+        """Return this message carrying ``params`` (same id, headers, payload and encoding)."""
+        return Message(self.id, self.headers, self.payload, params, self._raw)
+
+
+def _encode(id: str, headers: Mapping[str, Any], payload: Any) -> bytes:
+    return dumps({"id": id, "headers": headers, "payload": payload})
+
+
+def _describe(value: Any, where: str, on_path: set[int]) -> str | None:
+    """Find why ``value`` cannot round-trip through JSON; None when it can."""
+    kind = type(value)
+    if value is None or kind is bool or kind is str:
+        if kind is str:
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return f"{where} holds a lone surrogate, which UTF-8 cannot encode"
+        return None
+    if kind is int:
+        return None
+    if kind is float:
+        if value != value or value in (float("inf"), float("-inf")):
+            return f"{where} is {value!r}, which JSON cannot represent"
+        return None
+    if kind is dict or kind is list:
+        if id(value) in on_path:
+            return f"{where} is circular (it contains itself)"
+        on_path.add(id(value))
+        try:
+            if kind is dict:
+                for key, item in value.items():
+                    if type(key) is not str:
+                        return f"{where} has a {type(key).__name__} key {key!r}; JSON keys are strings"
+                    found = _describe(item, f"{where}[{key!r}]", on_path)
+                    if found:
+                        return found
+            else:
+                for index, item in enumerate(value):
+                    found = _describe(item, f"{where}[{index}]", on_path)
+                    if found:
+                        return found
+        finally:
+            on_path.discard(id(value))
+        return None
+    return f"{where} is a {kind.__name__} ({value!r:.60}), which is not a JSON value"
+
+
+def _check_headers(headers: Any, where: str = "headers") -> dict[str, Any]:
+    if not isinstance(headers, dict):
+        raise MessageError(f"{where} must be an object, got {type(headers).__name__}")
+    uri = headers.get("uri")
+    if type(uri) is not str or not uri:
+        raise MessageError(f"{where}['uri'] must be a non-empty string, got {uri!r:.60}")
+    verb = headers.get("verb")
+    if verb is not None:
+        if type(verb) is not str or verb.upper() not in VERBS:
+            raise MessageError(
+                f"{where}['verb'] must be one of {', '.join(sorted(VERBS))}, got {verb!r:.60}"
+            )
+        if not verb.isupper():
+            headers = {**headers, "verb": verb.upper()}
+    if "address" in headers and type(headers["address"]) is not str:
+        raise MessageError(f"{where}['address'] must be a string, got {headers['address']!r:.60}")
+    if "port" in headers:
+        port = headers["port"]
+        if type(port) is not int or not 1 <= port <= 65535:
+            raise MessageError(f"{where}['port'] must be an integer 1..65535, got {port!r:.60}")
+    return headers
+
+
+def message(headers: Mapping[str, Any], payload: Any = None, *, id: str | None = None) -> Message:
+    """Make a message with a fresh uuid4 id.
+
+    :param headers: must hold a non-empty string ``uri``; optionally ``verb`` (HEAD, GET, POST,
+        PUT, DELETE or PATCH, any case, stored upper-case), ``address`` (str) and ``port``
+        (int 1..65535) naming where a RECEIVED acknowledgement goes; any other JSON value is kept.
+        Nothing is added to them.
+    :param payload: any JSON value.
+    :param id: use this id instead of a fresh one (for replaying a message).
+    :returns: the message, already encoded.
+    :raises MessageError: the headers are invalid, or something does not round-trip through
+        JSON (a circular structure, NaN or infinity, a non-string key, a tuple, an object); the
+        text says what and where.
+    """
+    if id is None:
+        id = new_id()
+    elif type(id) is not str or not id:
+        raise MessageError(f"id must be a non-empty string, got {id!r:.60}")
+    if not isinstance(headers, Mapping):
+        raise MessageError(f"headers must be a mapping, got {type(headers).__name__}")
+    headers = _check_headers(dict(headers))
+    try:
+        raw = _encode(id, headers, payload)
+        copy = loads(raw)
+    except CodecError as exc:
+        problem = _describe(headers, "headers", set()) or _describe(payload, "payload", set())
+        raise MessageError(problem or f"cannot encode message: {exc}") from None
+    if copy["headers"] != headers or copy["payload"] != payload:
+        problem = _describe(headers, "headers", set()) or _describe(payload, "payload", set())
+        raise MessageError(problem or "message does not survive a JSON round trip")
+    return Message(id, copy["headers"], copy["payload"], {}, raw)
+
+
+def parse(data: bytes | bytearray | memoryview | str) -> Message:
+    """Parse the wire form (str or UTF-8 bytes) into a Message.
+
+    :raises MessageError: bad UTF-8, bad JSON, not an object, or a missing or ill-typed field.
+    """
+    if isinstance(data, (bytearray, memoryview)):
+        data = bytes(data)
+    elif not isinstance(data, (bytes, str)):
+        raise MessageError(f"cannot parse a {type(data).__name__}; expected bytes or str")
+    try:
+        obj = loads(data)
+    except CodecError as exc:
+        raise MessageError(str(exc)) from None
+    if type(obj) is not dict:
+        raise MessageError(f"a message is a JSON object, got {type(obj).__name__}")
+    id = obj.get("id")
+    if type(id) is not str or not id:
+        raise MessageError(f"'id' must be a non-empty string, got {id!r:.60}")
+    if "headers" not in obj:
+        raise MessageError(f"message {id} has no 'headers'")
+    try:
+        headers = _check_headers(obj["headers"])
+    except MessageError as exc:
+        raise MessageError(f"message {id}: {exc}") from None
+    return Message(id, headers, obj.get("payload"), {}, None)

@@ -1,0 +1,115 @@
+"""Requests, replies and RECEIVED acknowledgements: building them and matching them up. Pure.
+
+On the wire (docs/wire-format.md):
+
+* a request is an ordinary message whose headers carry ``"replyTo"`` (a string);
+* its reply is ``{"uri": "REPLY", "inReplyTo": <request id>}`` with the handler's return value
+  as payload, or, when the handler failed or nothing handled it, the same headers plus
+  ``"error": <text>`` and a null payload;
+* a RECEIVED acknowledgement is ``{"uri": "RECEIVED"}`` with payload ``{"msgId": <id>}``,
+  exactly the JavaScript original's form, sent to the ``address``/``port`` the message named.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Generic, TypeVar
+
+from ._codec import dumps
+from ._exceptions import MessageError, RemoteError
+from ._ids import new_id
+from ._message import Message, message
+
+__all__ = [
+    "RECEIVED",
+    "REPLY",
+    "Pending",
+    "ack_target",
+    "as_request",
+    "error_reply",
+    "received",
+    "reply",
+    "reply_outcome",
+]
+
+REPLY = "REPLY"
+RECEIVED = "RECEIVED"
+
+W = TypeVar("W")
+
+
+def as_request(msg: Message, reply_to: str) -> bytes:
+    """Encode ``msg`` as a request: same id, headers plus ``replyTo``."""
+    headers = {**msg.headers, "replyTo": reply_to}
+    return dumps({"id": msg.id, "headers": headers, "payload": msg.payload})
+
+
+def reply(request: Message, payload: Any) -> bytes:
+    """Encode the reply to ``request`` carrying ``payload``.
+
+    :raises MessageError: ``payload`` is not a JSON value (the handler returned something else).
+    """
+    return message({"uri": REPLY, "inReplyTo": request.id}, payload).to_bytes()
+
+
+def error_reply(request: Message, text: str) -> bytes:
+    """Encode an error reply to ``request``: the client raises RemoteError with ``text``."""
+    headers = {"uri": REPLY, "inReplyTo": request.id, "error": text}
+    return dumps({"id": new_id(), "headers": headers, "payload": None})
+
+
+def received(msg_id: str) -> Message:
+    """The RECEIVED acknowledgement for the message ``msg_id``."""
+    return message({"uri": RECEIVED}, {"msgId": msg_id})
+
+
+def ack_target(msg: Message) -> tuple[str, int] | None:
+    """The ``(address, port)`` a message asks its RECEIVED to go to, or None."""
+    headers = msg.headers
+    if "port" in headers and "address" in headers:
+        return headers["address"], headers["port"]
+    return None
+
+
+def reply_outcome(msg: Message) -> tuple[str, Any, RemoteError | None] | None:
+    """Read a reply: ``(request id, payload, error)``, or None when ``msg`` is not a reply."""
+    headers = msg.headers
+    if headers["uri"] != REPLY:
+        return None
+    request_id = headers.get("inReplyTo")
+    if type(request_id) is not str:
+        raise MessageError(f"reply {msg.id} has no string 'inReplyTo'")
+    error = headers.get("error")
+    if error is not None:
+        return request_id, None, RemoteError(request_id, str(error))
+    return request_id, msg.payload, None
+
+
+class Pending(Generic[W]):
+    """Requests awaiting replies: request id -> waiter (whatever the I/O side waits on)."""
+
+    __slots__ = ("_waiting",)
+
+    def __init__(self) -> None:
+        self._waiting: dict[str, W] = {}
+
+    def add(self, request_id: str, waiter: W) -> None:
+        """Start waiting for the reply to ``request_id``.
+
+        :raises MessageError: a request with this id is already waiting.
+        """
+        if request_id in self._waiting:
+            raise MessageError(f"a request with id {request_id} is already waiting for a reply")
+        self._waiting[request_id] = waiter
+
+    def pop(self, request_id: str) -> W | None:
+        """Stop waiting for ``request_id``; returns its waiter, or None if it was not waiting."""
+        return self._waiting.pop(request_id, None)
+
+    def drain(self) -> list[W]:
+        """Stop waiting for everything; returns every waiter."""
+        waiters = list(self._waiting.values())
+        self._waiting.clear()
+        return waiters
+
+    def __len__(self) -> int:
+        return len(self._waiting)

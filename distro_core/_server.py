@@ -1,0 +1,597 @@
+"""The Server: registers handlers, takes frames from a transport's listener and answers them.
+
+Parsing, routing and building replies are pure code in other modules; this one is the I/O
+shell: it schedules handlers, applies back-pressure, sends replies and acknowledgements, keeps
+statistics and closes gracefully.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import inspect
+import ipaddress
+import logging
+import signal
+import traceback
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar, overload
+
+import attrs
+
+from . import _protocol
+from ._exceptions import DistroError, MessageError, StateError, TransportError
+from ._logging import Logger, RateLimitedLog
+from ._message import Message, parse
+from ._routing import Route, Router
+from ._transport import Connection, Listener, Peer, RouteInfo, Transport
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+__all__ = ["Handler", "Server", "ServerStats"]
+
+Handler = Callable[[Message], Any]
+"""A handler takes the message; it may be a plain or an async function. For a request, its
+return value (awaited if need be) is the reply's payload."""
+
+F = TypeVar("F", bound=Handler)
+
+
+class _State(enum.Enum):
+    UNOPENED = "unopened"
+    OPEN = "open"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+@attrs.define
+class ServerStats:
+    """Counters of what a server has seen since it started.
+
+    :ivar received: frames taken from the transport.
+    :ivar handled: messages dispatched to at least one handler and finished.
+    :ivar dropped: frames or messages dropped, by reason (``invalid``, ``no_route``,
+        ``overload``, ``too_large``, ``truncated``, ``ack_refused``, ``ack_failed``, ...).
+    :ivar handler_errors: handler calls that raised.
+    :ivar replies_sent: replies (and error replies) sent to requests.
+    :ivar acks_sent: RECEIVED acknowledgements sent.
+    """
+
+    received: int = 0
+    handled: int = 0
+    dropped: dict[str, int] = attrs.field(factory=dict)
+    handler_errors: int = 0
+    replies_sent: int = 0
+    acks_sent: int = 0
+
+    @property
+    def dropped_total(self) -> int:
+        """All dropped frames and messages, whatever the reason."""
+        return sum(self.dropped.values())
+
+
+@attrs.frozen
+class _Entry:
+    fn: Handler
+    is_async: bool
+    name: str
+
+
+def _entry(fn: Handler) -> _Entry:
+    if not callable(fn):
+        raise TypeError(f"a handler must be callable, got {type(fn).__name__}")
+    name = getattr(fn, "__qualname__", None) or repr(fn)
+    return _Entry(fn, inspect.iscoroutinefunction(fn), name)
+
+
+class _AckSink:
+    """Receiver for acknowledgement links: nothing is expected back on them."""
+
+    def frame_received(self, data: bytes) -> None:
+        pass
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        pass
+
+
+class Server:
+    """A service endpoint: handlers registered by verb and uri, served over one transport.
+
+    Make one with ``factory.server(...)``. Register handlers with :meth:`receive` (every
+    message) and :meth:`head`, :meth:`get`, :meth:`post`, :meth:`put`, :meth:`delete`,
+    :meth:`patch` (by verb and uri pattern), either as ``server.post(uri, handler)`` or as a
+    decorator. Then ``async with server:`` (or :meth:`start` and :meth:`aclose`), or
+    :meth:`run` from blocking code.
+
+    :param transport: the transport instance, made from the user's server options.
+    :param logger: where handler failures and dropped input are logged.
+    :param max_concurrency: how many async handler calls may run at once; past it the server
+        stops reading from the transport until some finish.
+    :param close_timeout: how long :meth:`aclose` waits for handlers in flight.
+    :param ack_any_address: send RECEIVED to any ``address``/``port`` a header names; by
+        default only to the sender's own source address (see docs/security.md).
+    """
+
+    def __init__(
+        self,
+        transport: Transport,
+        *,
+        logger: Logger,
+        max_concurrency: int = 256,
+        close_timeout: float = 5.0,
+        ack_any_address: bool = False,
+    ) -> None:
+        if type(max_concurrency) is not int or max_concurrency < 1:
+            raise ValueError(f"max_concurrency must be a positive integer, got {max_concurrency!r}")
+        if not close_timeout >= 0:
+            raise ValueError(f"close_timeout must be >= 0, got {close_timeout!r}")
+        self.transport = transport
+        self._logger = logger
+        self._quiet = RateLimitedLog(logger)
+        self._router: Router[_Entry] = Router()
+        self._catch_all_async = False
+        self._max_concurrency = max_concurrency
+        self._max_backlog = max_concurrency * 4
+        self._close_timeout = close_timeout
+        self._ack_any = ack_any_address
+        self._state = _State.UNOPENED
+        self._listener: Listener | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._in_flight = 0
+        self._unstarted = 0
+        self._paused = False
+        self._backlog: deque[tuple[bytes, Peer]] = deque()
+        self._ack_links: dict[tuple[str, int], Connection] = {}
+        self._resolved: dict[str, frozenset[str]] = {}
+        self._can_reply = transport.capabilities.request_reply
+        self._can_ack = transport.capabilities.acknowledgements
+        self.stats = ServerStats()
+        """Counters of what this server has received, handled and dropped."""
+
+    # -- registering handlers -------------------------------------------------------------
+
+    def receive(self, handler: F) -> F:
+        """Register ``handler`` for every message, whatever its uri or verb.
+
+        :returns: the handler, so this works as a decorator.
+        """
+        entry = _entry(handler)
+        self._router.add_catch_all(entry)
+        self._catch_all_async = self._catch_all_async or entry.is_async
+        self._routes_changed()
+        return handler
+
+    @overload
+    def route(self, verb: str, uri: str) -> Callable[[F], F]: ...
+    @overload
+    def route(self, verb: str, uri: str, handler: F) -> F: ...
+
+    def route(self, verb: str, uri: str, handler: F | None = None) -> F | Callable[[F], F]:
+        """Register ``handler`` for messages with this verb whose uri matches ``uri``.
+
+        ``{name}`` segments match one path segment each and land in ``msg.params``; the match
+        ignores case. Without ``handler``, returns a decorator.
+
+        :raises RouteError: the pattern or verb is malformed.
+        """
+        if handler is None:
+            return lambda fn: self.route(verb, uri, fn)
+        self._router.add(verb, uri, _entry(handler))
+        self._routes_changed()
+        return handler
+
+    def head(self, uri: str, handler: Handler | None = None) -> Any:
+        """Register a HEAD handler (see :meth:`route`)."""
+        return self.route("HEAD", uri, handler)
+
+    def get(self, uri: str, handler: Handler | None = None) -> Any:
+        """Register a GET handler; messages without a verb come here too (see :meth:`route`)."""
+        return self.route("GET", uri, handler)
+
+    def post(self, uri: str, handler: Handler | None = None) -> Any:
+        """Register a POST handler (see :meth:`route`)."""
+        return self.route("POST", uri, handler)
+
+    def put(self, uri: str, handler: Handler | None = None) -> Any:
+        """Register a PUT handler (see :meth:`route`)."""
+        return self.route("PUT", uri, handler)
+
+    def delete(self, uri: str, handler: Handler | None = None) -> Any:
+        """Register a DELETE handler (see :meth:`route`)."""
+        return self.route("DELETE", uri, handler)
+
+    def patch(self, uri: str, handler: Handler | None = None) -> Any:
+        """Register a PATCH handler (see :meth:`route`)."""
+        return self.route("PATCH", uri, handler)
+
+    @property
+    def routes(self) -> Sequence[RouteInfo]:
+        """The verb routes registered so far."""
+        return tuple(RouteInfo(r.verb, r.pattern) for r in self._router.routes)
+
+    @property
+    def has_catch_all(self) -> bool:
+        """Whether any handler was registered with :meth:`receive`."""
+        return bool(self._router.catch_all)
+
+    def _routes_changed(self) -> None:
+        if self._listener is not None:
+            self._listener.routes_changed()
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """Where clients reach this server: ``(host, port)``, the real port once started.
+
+        :raises StateError: the server has not been started.
+        """
+        if self._listener is None:
+            raise StateError("the server has no address until it is started")
+        return self._listener.address
+
+    @property
+    def is_serving(self) -> bool:
+        """True between :meth:`start` and :meth:`aclose`."""
+        return self._state is _State.OPEN
+
+    async def start(self) -> None:
+        """Bind the transport and start serving.
+
+        :raises AddressInUse: the address is taken.
+        :raises StateError: the server was already started.
+        """
+        if self._state is not _State.UNOPENED:
+            raise StateError(f"server is {self._state.value}; a server starts only once")
+        self._state = _State.OPEN
+        try:
+            self._listener = await self.transport.listen(self)
+        except BaseException:
+            self._state = _State.CLOSED
+            raise
+
+    async def aclose(self) -> None:
+        """Close gracefully: stop reading, let handlers in flight finish (for at most
+        ``close_timeout`` seconds, then cancel them), then close the sockets. Idempotent."""
+        if self._state is not _State.OPEN:
+            self._state = _State.CLOSED if self._state is _State.UNOPENED else self._state
+            return
+        self._state = _State.CLOSING
+        listener = self._listener
+        assert listener is not None
+        listener.pause_reading()
+        self._backlog.clear()
+        if self._tasks:
+            _, pending = await asyncio.wait(set(self._tasks), timeout=self._close_timeout)
+            for task in pending:
+                task.cancel()
+            if pending:
+                self._logger.log(
+                    logging.WARNING,
+                    "distro server %s: cancelled %d handler(s) still running after %.3gs",
+                    self.transport.describe(), len(pending), self._close_timeout,
+                )
+                await asyncio.wait(pending, timeout=1.0)
+        links, self._ack_links = list(self._ack_links.values()), {}
+        for link in links:
+            await _close_quietly(link)
+        await listener.aclose()
+        self._state = _State.CLOSED
+
+    async def __aenter__(self) -> Server:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def run(self) -> None:
+        """Serve until SIGINT or SIGTERM, then close gracefully. Blocks; for scripts.
+
+        :raises StateError: called from inside a running event loop (use ``async with``).
+        """
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+        else:
+            raise StateError("server.run() blocks; inside a running loop use 'async with server'")
+        asyncio.run(self.serve_until_signalled())
+
+    async def serve_until_signalled(
+        self, signals: Sequence[int] = (signal.SIGINT, signal.SIGTERM)
+    ) -> None:
+        """Start, serve until one of ``signals`` arrives (or the server is closed), then close."""
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        installed = []
+        for signum in signals:
+            try:
+                loop.add_signal_handler(signum, stop.set)
+                installed.append(signum)
+            except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
+                pass
+        try:
+            async with self:
+                await stop.wait()
+        finally:
+            for signum in installed:
+                loop.remove_signal_handler(signum)
+
+    # -- the Receiver protocol (called by the transport) ----------------------------------
+
+    def frame_received(self, data: bytes, peer: Peer) -> None:
+        """Take one frame from the transport (see :class:`distro_core.Receiver`)."""
+        self.stats.received += 1
+        if self._paused or self._state is not _State.OPEN:
+            if self._state is not _State.OPEN:
+                self._drop("closing", "server is closing")
+            elif len(self._backlog) >= self._max_backlog:
+                self._drop("overload", f"backlog of {len(self._backlog)} frames is full")
+            else:
+                self._backlog.append((data, peer))
+            return
+        self._dispatch(data, peer)
+
+    def frame_dropped(self, reason: str, detail: str) -> None:
+        """Count and log a frame the transport dropped (see :class:`distro_core.Receiver`)."""
+        self._drop(reason, detail)
+
+    # -- dispatch -------------------------------------------------------------------------
+
+    def _dispatch(self, data: bytes, peer: Peer) -> None:
+        try:
+            msg = parse(data)
+        except MessageError as exc:
+            self._drop("invalid", f"from {peer.host}: {exc}")
+            return
+        headers = msg.headers
+        route, params = self._router.match(headers.get("verb"), headers["uri"])
+        if params:
+            msg = msg.with_params(params)
+        if route is None:
+            handlers: tuple[_Entry, ...] = ()
+            any_async = self._catch_all_async
+        else:
+            handlers = route.handlers
+            any_async = self._catch_all_async or any(h.is_async for h in handlers)
+        # Handlers start in arrival order: while an earlier message's async dispatch has not
+        # started yet, a plain dispatch waits its turn in the loop's FIFO instead of running now.
+        if any_async:
+            self._unstarted += 1
+            self._spawn(self._handle_async(msg, route, handlers, peer))
+        elif self._unstarted:
+            self._unstarted += 1
+            asyncio.get_running_loop().call_soon(self._run_deferred, msg, route, handlers, peer)
+        else:
+            self._run_sync(msg, route, handlers, peer)
+
+    def _run_deferred(
+        self, msg: Message, route: Route[_Entry] | None, handlers: tuple[_Entry, ...], peer: Peer
+    ) -> None:
+        self._unstarted -= 1
+        self._run_sync(msg, route, handlers, peer)
+
+    def _run_sync(
+        self, msg: Message, route: Route[_Entry] | None, handlers: tuple[_Entry, ...], peer: Peer
+    ) -> None:
+        value: Any = None
+        error: str | None = None
+        awaitables: list[Awaitable[Any]] = []
+        for entry in self._router.catch_all:
+            result, _ = self._call(entry, msg)
+            if inspect.isawaitable(result):
+                awaitables.append(result)
+        for entry in handlers:
+            result, err = self._call(entry, msg)
+            if err is not None and error is None:
+                error = err
+            elif inspect.isawaitable(result):
+                awaitables.append(result)
+            elif value is None:
+                value = result
+        if awaitables:
+            # A plain function returned an awaitable: finish the message once it is done.
+            self._spawn(self._finish_awaitables(msg, route, peer, awaitables, value, error))
+            return
+        self._finish(msg, route, peer, value, error)
+
+    def _call(self, entry: _Entry, msg: Message) -> tuple[Any, str | None]:
+        try:
+            return entry.fn(msg), None
+        except Exception as exc:
+            return None, self._handler_failed(entry, msg, exc)
+
+    def _handler_failed(self, entry: _Entry, msg: Message, exc: Exception) -> str:
+        self.stats.handler_errors += 1
+        self._logger.log(
+            logging.ERROR,
+            "distro: handler %s failed on message %s (%s %s): %s",
+            entry.name, msg.id, msg.headers.get("verb") or "GET", msg.headers["uri"],
+            "".join(traceback.format_exception(exc)).rstrip(),
+        )
+        return f"{type(exc).__name__}: {exc}"
+
+    async def _handle_async(
+        self, msg: Message, route: Route[_Entry] | None, handlers: tuple[_Entry, ...], peer: Peer
+    ) -> None:
+        self._unstarted -= 1
+        value: Any = None
+        error: str | None = None
+        for entry in self._router.catch_all:
+            await self._call_async(entry, msg)
+        for entry in handlers:
+            result, err = await self._call_async(entry, msg)
+            if err is not None:
+                error = error or err
+            elif value is None:
+                value = result
+        self._finish(msg, route, peer, value, error)
+
+    async def _call_async(self, entry: _Entry, msg: Message) -> tuple[Any, str | None]:
+        try:
+            result = entry.fn(msg)
+            if inspect.isawaitable(result):
+                result = await result
+            return result, None
+        except Exception as exc:
+            return None, self._handler_failed(entry, msg, exc)
+
+    async def _finish_awaitables(
+        self,
+        msg: Message,
+        route: Route[_Entry] | None,
+        peer: Peer,
+        awaitables: list[Awaitable[Any]],
+        value: Any,
+        error: str | None,
+    ) -> None:
+        for awaitable in awaitables:
+            try:
+                result = await awaitable
+            except Exception as exc:
+                error = error or self._handler_failed(_entry(lambda m: None), msg, exc)
+            else:
+                if value is None:
+                    value = result
+        self._finish(msg, route, peer, value, error)
+
+    def _finish(
+        self, msg: Message, route: Route[_Entry] | None, peer: Peer, value: Any, error: str | None
+    ) -> None:
+        headers = msg.headers
+        if route is None and not self._router.catch_all:
+            self._drop("no_route", f"no handler for {headers.get('verb') or 'GET'} {headers['uri']}")
+        else:
+            self.stats.handled += 1
+        reply_to = headers.get("replyTo")
+        if reply_to is not None and self._can_reply:
+            self._reply(msg, route, peer, str(reply_to), value, error)
+        if self._can_ack and "port" in headers:
+            target = _protocol.ack_target(msg)
+            if target is not None:
+                self._spawn(self._acknowledge(msg, target, peer))
+
+    def _reply(
+        self,
+        msg: Message,
+        route: Route[_Entry] | None,
+        peer: Peer,
+        reply_to: str,
+        value: Any,
+        error: str | None,
+    ) -> None:
+        if error is None and route is None:
+            verb = msg.headers.get("verb") or "GET"
+            error = f"no handler for {verb} {msg.headers['uri']}"
+        if error is None:
+            try:
+                data = _protocol.reply(msg, value)
+            except MessageError as exc:
+                error = f"the handler's return value cannot be sent: {exc}"
+        if error is not None:
+            data = _protocol.error_reply(msg, error)
+        try:
+            peer.send(data, reply_to)
+        except TransportError as exc:
+            self._drop("reply_failed", f"reply to {msg.id}: {exc}")
+            return
+        self.stats.replies_sent += 1
+
+    async def _acknowledge(self, msg: Message, target: tuple[str, int], peer: Peer) -> None:
+        host, port = target
+        if not self._ack_any and not await self._is_sender(host, peer.host):
+            self._drop(
+                "ack_refused",
+                f"message {msg.id} asks for RECEIVED at {host}:{port}, which is not its sender "
+                f"({peer.host}); pass ack_any_address=True to allow it",
+            )
+            return
+        ack = _protocol.received(msg.id)
+        try:
+            link = self._ack_links.get(target)
+            if link is None:
+                link = await self.transport.connect(_AckSink(), target)
+                if len(self._ack_links) >= 64:
+                    oldest = next(iter(self._ack_links))
+                    await _close_quietly(self._ack_links.pop(oldest))
+                self._ack_links[target] = link
+            await link.send(ack.to_bytes(), ack)
+        except DistroError as exc:
+            self._ack_links.pop(target, None)
+            self._drop("ack_failed", f"RECEIVED for {msg.id} to {host}:{port}: {exc}")
+            return
+        self.stats.acks_sent += 1
+
+    async def _is_sender(self, host: str, sender: str | None) -> bool:
+        if sender is None:
+            return False
+        if host == sender:
+            return True
+        wanted = _normalise(sender)
+        addresses = self._resolved.get(host)
+        if addresses is None:
+            try:
+                infos = await asyncio.get_running_loop().getaddrinfo(host, None)
+                addresses = frozenset(_normalise(str(info[4][0])) for info in infos)
+            except OSError:
+                addresses = frozenset()
+            if len(self._resolved) < 1024:
+                self._resolved[host] = addresses
+        return wanted in addresses
+
+    # -- bookkeeping ----------------------------------------------------------------------
+
+    def _spawn(self, coro: Any) -> None:
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        self._in_flight += 1
+        if self._in_flight >= self._max_concurrency and not self._paused:
+            self._paused = True
+            if self._listener is not None:
+                self._listener.pause_reading()
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._in_flight -= 1
+        if not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            self._logger.log(logging.ERROR, "distro: internal error while handling: %r", exc)
+        if self._paused and self._in_flight < self._max_concurrency:
+            while self._backlog and self._in_flight < self._max_concurrency:
+                data, peer = self._backlog.popleft()
+                self._dispatch(data, peer)
+            if self._in_flight < self._max_concurrency and self._state is _State.OPEN:
+                self._paused = False
+                if self._listener is not None:
+                    self._listener.resume_reading()
+
+    def _drop(self, reason: str, detail: str) -> None:
+        dropped = self.stats.dropped
+        dropped[reason] = dropped.get(reason, 0) + 1
+        self._quiet.log(reason, logging.WARNING, "distro: dropped (%s): %s", reason, detail)
+
+
+def _normalise(host: str) -> str:
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return host.lower()
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(address)
+
+
+async def _close_quietly(link: Connection) -> None:
+    try:
+        await link.aclose()
+    except (DistroError, OSError):
+        pass

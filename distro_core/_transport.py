@@ -1,0 +1,241 @@
+"""The transport contract: what a transport implements so the core can run over it.
+
+A transport moves bytes, nothing else. The core encodes and parses messages, routes them, calls
+handlers, correlates requests with replies and sends RECEIVED acknowledgements; every transport
+gets those for free. A transport provides three small objects:
+
+* :class:`Transport`: made once per server or client from the user's options; it opens
+  listeners and connections.
+* :class:`Listener` (server side): reads frames and hands each to the core's
+  :class:`Receiver` together with a :class:`Peer`, the path back to the sender.
+* :class:`Connection` (client side): sends frames to a server and hands each frame that comes
+  back (replies) to the core's :class:`ClientReceiver`.
+
+Rules every transport follows:
+
+* One frame is one message's wire form (``bytes``). Never hand the core a partial frame; a
+  stream transport splits its byte stream into frames first (see ``distro_core.framing``).
+* Callbacks into the core (``frame_received``, ``frame_dropped``, ``connection_lost``) are made
+  from the event loop that opened the listener or connection, and never block.
+* Lower-layer errors (``OSError`` and library exceptions) are raised as
+  :class:`~distro_core.TransportError` subclasses with ``from exc``.
+* ``aclose`` is idempotent and bounded in time.
+
+A transport states what it cannot do in :attr:`Transport.capabilities`; the core and the
+conformance kit (``distro_core.testing``) adapt to it.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+import attrs
+
+if TYPE_CHECKING:
+    from ._message import Message
+
+__all__ = [
+    "API_VERSION",
+    "Capabilities",
+    "ClientReceiver",
+    "Connection",
+    "Listener",
+    "Peer",
+    "Receiver",
+    "RouteInfo",
+    "Transport",
+]
+
+API_VERSION = 1
+"""The version of this contract. A transport built for another version is refused at load."""
+
+
+@attrs.frozen
+class Capabilities:
+    """What a transport can and cannot do; the defaults describe a reliable stream.
+
+    :ivar ordered: messages sent on one client arrive in the order sent.
+    :ivar reliable: a message sent while the server is up is not lost (false for UDP).
+    :ivar max_message_size: the largest encoded message one frame carries, or None.
+    :ivar request_reply: servers can answer requests.
+    :ivar acknowledgements: servers can send RECEIVED to an ``address``/``port`` header.
+    :ivar fan_out: every server whose routes match receives a message (pub/sub), not just one.
+    """
+
+    ordered: bool = True
+    reliable: bool = True
+    max_message_size: int | None = None
+    request_reply: bool = True
+    acknowledgements: bool = True
+    fan_out: bool = False
+
+
+@attrs.frozen
+class RouteInfo:
+    """One route a server has registered, for transports that subscribe by route (pub/sub).
+
+    :ivar verb: the verb (upper-case).
+    :ivar pattern: the uri pattern as registered, ``{name}`` segments included.
+    """
+
+    verb: str
+    pattern: str
+
+
+class Peer(abc.ABC):
+    """The sender of one frame, as the listener saw it: the path a reply takes back.
+
+    :ivar host: the sender's source address as text (``"127.0.0.1"``, ``"::1"``), or None when
+        the transport cannot tell. RECEIVED acknowledgements are only sent to this host unless
+        the server allows any target.
+    """
+
+    __slots__ = ("host",)
+
+    def __init__(self, host: str | None) -> None:
+        self.host = host
+
+    @abc.abstractmethod
+    def send(self, data: bytes, reply_to: str) -> None:
+        """Queue ``data`` (a reply) for the sender without blocking.
+
+        :param reply_to: the ``replyTo`` header of the request, which the client's
+            :attr:`Connection.reply_to` put there (pub/sub transports use it as the channel).
+        :raises TransportError: the reply cannot be sent (the peer is gone).
+        """
+
+
+class Receiver(Protocol):
+    """What the core gives a listener (implemented by :class:`~distro_core.Server`)."""
+
+    def frame_received(self, data: bytes, peer: Peer) -> None:
+        """Take one frame; called once per frame, in arrival order."""
+
+    def frame_dropped(self, reason: str, detail: str) -> None:
+        """Note a frame the transport itself dropped (too large, cut off at EOF...).
+
+        :param reason: a short stable token counted in ``server.stats.dropped``.
+        :param detail: one line for the log (the peer, the sizes).
+        """
+
+    @property
+    def routes(self) -> Sequence[RouteInfo]:
+        """The server's verb routes, for transports that subscribe by route."""
+
+    @property
+    def has_catch_all(self) -> bool:
+        """Whether the server has handlers that receive every message."""
+
+
+class ClientReceiver(Protocol):
+    """What the core gives a connection (implemented by :class:`~distro_core.Client`)."""
+
+    def frame_received(self, data: bytes) -> None:
+        """Take one frame that came back on the connection (a reply)."""
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        """The link broke (``exc``) or closed (None); pending requests fail at once."""
+
+
+class Listener(abc.ABC):
+    """A server's open endpoint.
+
+    :ivar address: where clients reach it: ``(host, port)`` for socket transports.
+    """
+
+    address: tuple[str, int]
+
+    def pause_reading(self) -> None:  # noqa: B027 - optional, a no-op by default
+        """Stop taking in frames (back-pressure, and the first step of a graceful close)."""
+
+    def resume_reading(self) -> None:  # noqa: B027 - optional, a no-op by default
+        """Take in frames again."""
+
+    def routes_changed(self) -> None:  # noqa: B027 - optional, a no-op by default
+        """The server's routes changed (pub/sub transports resubscribe)."""
+
+    @abc.abstractmethod
+    async def aclose(self) -> None:
+        """Close every socket of this listener; idempotent."""
+
+
+class Connection(abc.ABC):
+    """A client's link to one server.
+
+    :ivar reply_to: what the core writes into a request's ``replyTo`` header so that the
+        server's :meth:`Peer.send` can find this connection again (any string where the reply
+        simply goes back on the link it came in on).
+    """
+
+    reply_to: str
+
+    @abc.abstractmethod
+    async def send(self, data: bytes, message: Message) -> None:
+        """Send one frame; returns when it is handed to the OS or the broker.
+
+        :param message: the message ``data`` encodes, for transports that pick a channel or
+            topic from its headers; most ignore it.
+        :raises TransportError: the frame could not be sent (``ConnectionError`` when the
+            server is unreachable).
+        """
+
+    @abc.abstractmethod
+    async def aclose(self) -> None:
+        """Close the link; idempotent."""
+
+
+class Transport(abc.ABC):
+    """A way of moving frames between clients and servers; subclass it to add a transport.
+
+    A subclass sets :attr:`name` and :attr:`capabilities`, takes the user's options in its
+    constructor (raising ``TypeError`` for unknown ones and ``ValueError`` for bad values), and
+    implements :meth:`listen` and :meth:`connect`. One instance serves one server or client.
+
+    :cvar name: the name ``distro.create(name)`` finds it by.
+    :cvar capabilities: what it can and cannot do.
+    :cvar api_version: the :data:`API_VERSION` it was written for.
+    """
+
+    name: ClassVar[str]
+    capabilities: ClassVar[Capabilities] = Capabilities()
+    api_version: ClassVar[int] = API_VERSION
+
+    def __init__(self, options: Mapping[str, Any]) -> None:
+        self.options = dict(options)
+
+    @abc.abstractmethod
+    async def listen(self, receiver: Receiver) -> Listener:
+        """Bind and start delivering frames to ``receiver``.
+
+        :raises AddressInUse: the address is taken (say which address and port).
+        :raises TransportError: binding failed for another reason.
+        """
+
+    @abc.abstractmethod
+    async def connect(
+        self, receiver: ClientReceiver, target: tuple[str, int] | None = None
+    ) -> Connection:
+        """Open a link to the server named by the options, or to ``target`` when given.
+
+        ``target`` is an ``(address, port)`` pair taken from a message's headers: the core uses
+        it to deliver RECEIVED acknowledgements to another server of the same transport.
+
+        :raises ConnectionError: the server cannot be reached (for connected transports).
+        """
+
+    def describe(self) -> str:
+        """A short text naming this transport and its address, for errors and logs."""
+        where = ", ".join(f"{k}={v!r}" for k, v in sorted(self.options.items()))
+        return f"{self.name}({where})"
+
+
+def check_options(transport: str, options: Mapping[str, Any], known: set[str]) -> None:
+    """Raise ``TypeError`` naming any option a transport does not know."""
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise TypeError(
+            f"transport {transport!r} got unknown option(s) {', '.join(unknown)}; "
+            f"it takes {', '.join(sorted(known)) or 'none'}"
+        )

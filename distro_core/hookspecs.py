@@ -1,0 +1,54 @@
+"""The hook specification: the one contract between distro and its plugins.
+
+A plugin is a module or object with functions marked ``@distro.hookimpl`` whose names match the
+specs below. Plugins are found through the entry-point group :data:`ENTRY_POINT_GROUP`, loaded
+lazily the first time a transport name is asked for that the core does not provide itself. The
+bundled transports (memory, udp4, udp6, tcp) register through this same hook.
+
+Example (see docs/plugins.md)::
+
+    import distro_core as distro
+
+    class CarrierPigeon(distro.Transport):
+        name = "pigeon"
+        ...
+
+    @distro.hookimpl
+    def distro_register_transports():
+        return [CarrierPigeon]
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pluggy
+
+if TYPE_CHECKING:
+    from ._transport import Transport
+
+__all__ = ["ENTRY_POINT_GROUP", "PROJECT", "distro_register_transports", "hookimpl", "hookspec"]
+
+PROJECT = "distro"
+"""The pluggy project name: markers and the plugin manager use it."""
+
+ENTRY_POINT_GROUP = "distro.transports"
+"""The ``importlib.metadata`` entry-point group plugins publish themselves in."""
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+"""Marks a hook specification (distro's own use)."""
+
+hookimpl = pluggy.HookimplMarker(PROJECT)
+"""Marks a plugin's implementation of a hook: ``@distro.hookimpl``."""
+
+
+@hookspec
+def distro_register_transports() -> list[type[Transport]]:  # type: ignore[empty-body]
+    """Register transport classes.
+
+    Called once per plugin manager, when transports are first collected. Each class is a
+    subclass of :class:`distro_core.Transport` that carries its own ``name``; a name claimed by
+    two plugins is refused with an error naming both distributions.
+
+    :returns: the transport classes this plugin provides.
+    """
