@@ -67,7 +67,9 @@ def main(argv: list[str]) -> int:
         if not rest:
             # The full suite also holds the code to its lint and type standards.
             packages = ["distro_core", *(str(p / p.name) for p in PLUGINS)]
-            env_ok &= run(PY, "-m", "ruff", "check", "distro_core", "plugins", "tests", check=False) == 0
+            env_ok &= (
+                run(PY, "-m", "ruff", "check", "distro_core", "plugins", "tests", check=False) == 0
+            )
             env_ok &= run(PY, "-m", "mypy", *packages, check=False) == 0
         return code if code else (0 if env_ok else 1)
     if command == "bench":

@@ -149,20 +149,26 @@ class Client:
             msg = parse(data)
             outcome = _protocol.reply_outcome(msg)
         except MessageError as exc:
-            self._quiet.log("invalid", logging.WARNING, "distro client: dropped invalid frame: %s", exc)
+            self._quiet.log(
+                "invalid", logging.WARNING, "distro client: dropped invalid frame: %s", exc
+            )
             return
         if outcome is None:
             self._quiet.log(
-                "unexpected", logging.WARNING,
+                "unexpected",
+                logging.WARNING,
                 "distro client: dropped %s message %s: clients only take replies",
-                msg.headers["uri"], msg.id,
+                msg.headers["uri"],
+                msg.id,
             )
             return
         request_id, _, error = outcome
         future = self._pending.pop(request_id)
         if future is None or future.done():
             self._quiet.log(
-                "late", logging.INFO, "distro client: reply to %s came after its request ended",
+                "late",
+                logging.INFO,
+                "distro client: reply to %s came after its request ended",
                 request_id,
             )
             return
@@ -256,12 +262,15 @@ class SyncClient:
 
     def send(self, msg: Message) -> None:
         """Send ``msg`` one way; see :meth:`Client.send`."""
-        assert self._client is not None or self._loop is None
-        self._run(self._client.send(msg) if self._client else _not_open())
+        if self._client is None:
+            raise StateError("sync client is not open; use 'with factory.sync_client()'")
+        self._run(self._client.send(msg))
 
     def request(self, msg: Message, timeout: float = 5.0) -> Message:
         """Send a request and wait for its reply; see :meth:`Client.request`."""
-        return self._run(self._client.request(msg, timeout) if self._client else _not_open())
+        if self._client is None:
+            raise StateError("sync client is not open; use 'with factory.sync_client()'")
+        return self._run(self._client.request(msg, timeout))
 
     def __enter__(self) -> SyncClient:
         self.open()
@@ -274,7 +283,3 @@ class SyncClient:
         tb: TracebackType | None,
     ) -> None:
         self.close()
-
-
-async def _not_open() -> Any:
-    raise StateError("sync client is not open; use 'with factory.sync_client()'")

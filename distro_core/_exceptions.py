@@ -59,9 +59,7 @@ class MessageTooLarge(MessageError):
 
     def __init__(self, size: int, limit: int, transport: str = "") -> None:
         where = f" over {transport}" if transport else ""
-        super().__init__(
-            f"message is {size} bytes encoded; the limit{where} is {limit} bytes"
-        )
+        super().__init__(f"message is {size} bytes encoded; the limit{where} is {limit} bytes")
         self.size = size
         self.limit = limit
         self.transport = transport

@@ -89,7 +89,10 @@ def _from_plugin(plugin: object) -> type[Transport]:
 
 
 def create(
-    transport: str | type[Transport] | object, logger: Any = None, *, registry: Registry | None = None
+    transport: str | type[Transport] | object,
+    logger: Any = None,
+    *,
+    registry: Registry | None = None,
 ) -> Factory:
     """Make a factory of servers and clients over one transport.
 

@@ -19,7 +19,7 @@ _SET = (0x4000 << 64) | (0x8000 << 48)
 class _IdSource:
     """Formats version 4 UUIDs from a buffer of OS randomness, refilled when used up."""
 
-    __slots__ = ("_buf", "_pos", "_pid")
+    __slots__ = ("_buf", "_pid", "_pos")
 
     def __init__(self) -> None:
         self._buf = b""

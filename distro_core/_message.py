@@ -43,7 +43,8 @@ class Message:
     @property
     def uri(self) -> str:
         """The ``uri`` header."""
-        return self.headers["uri"]  # type: ignore[no-any-return]
+        uri: str = self.headers["uri"]
+        return uri
 
     @property
     def verb(self) -> str | None:
@@ -100,7 +101,9 @@ def _describe(value: Any, where: str, on_path: set[int]) -> str | None:
             if kind is dict:
                 for key, item in value.items():
                     if type(key) is not str:
-                        return f"{where} has a {type(key).__name__} key {key!r}; JSON keys are strings"
+                        return (
+                            f"{where} has a {type(key).__name__} key {key!r}; JSON keys are strings"
+                        )
                     found = _describe(item, f"{where}[{key!r}]", on_path)
                     if found:
                         return found
@@ -129,13 +132,14 @@ def _check_headers(headers: Any, where: str = "headers") -> dict[str, Any]:
             )
         if not verb.isupper():
             headers = {**headers, "verb": verb.upper()}
+    checked: dict[str, Any] = headers
     if "address" in headers and type(headers["address"]) is not str:
         raise MessageError(f"{where}['address'] must be a string, got {headers['address']!r:.60}")
     if "port" in headers:
         port = headers["port"]
         if type(port) is not int or not 1 <= port <= 65535:
             raise MessageError(f"{where}['port'] must be an integer 1..65535, got {port!r:.60}")
-    return headers
+    return checked
 
 
 def message(headers: Mapping[str, Any], payload: Any = None, *, id: str | None = None) -> Message:

@@ -133,7 +133,7 @@ class Registry:
             return self._table
         table: dict[str, list[TransportInfo]] = {}
         plugins = dict(self._pm.list_name_plugin())
-        for plugin_name, plugin in plugins.items():
+        for plugin_name in plugins:
             others = [p for n, p in plugins.items() if n != plugin_name]
             caller = self._pm.subset_hook_caller("distro_register_transports", others)
             origin = f"plugin {plugin_name!r} ({self._distributions.get(plugin_name)})"
@@ -154,7 +154,10 @@ class Registry:
                         warnings.warn(f"distro: {exc}; skipped", PluginWarning, stacklevel=4)
                         continue
                     info = TransportInfo(
-                        cls.name, cls, self._distributions.get(plugin_name, plugin_name), plugin_name
+                        cls.name,
+                        cls,
+                        self._distributions.get(plugin_name, plugin_name),
+                        plugin_name,
                     )
                     claims = table.setdefault(cls.name, [])
                     if all(c.transport is not cls for c in claims):

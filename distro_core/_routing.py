@@ -142,7 +142,7 @@ class Router(Generic[H]):
             found = _walk(tree, parts, 0, [])
             if found is not None:
                 route, values = found
-                return route, dict(zip(route.param_names, values))
+                return route, dict(zip(route.param_names, values, strict=True))
         return None, _NO_PARAMS
 
 

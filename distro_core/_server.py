@@ -86,6 +86,39 @@ def _entry(fn: Handler) -> _Entry:
     return _Entry(fn, inspect.iscoroutinefunction(fn), name)
 
 
+class _BoundVerb:
+    """``server.post`` and friends: ``server.post(uri, handler)`` or ``@server.post(uri)``."""
+
+    __slots__ = ("_server", "_verb")
+
+    def __init__(self, server: Server, verb: str) -> None:
+        self._server = server
+        self._verb = verb
+
+    @overload
+    def __call__(self, uri: str) -> Callable[[F], F]: ...
+    @overload
+    def __call__(self, uri: str, handler: F) -> F: ...
+
+    def __call__(self, uri: str, handler: F | None = None) -> F | Callable[[F], F]:
+        if handler is None:
+            return self._server.route(self._verb, uri)
+        return self._server.route(self._verb, uri, handler)
+
+
+class _Verb:
+    """Descriptor that gives each Server a registration method for one verb."""
+
+    def __init__(self, verb: str, doc: str) -> None:
+        self.verb = verb
+        self.__doc__ = doc
+
+    def __get__(self, server: Server | None, owner: type[Server]) -> _BoundVerb:
+        if server is None:
+            return self  # type: ignore[return-value]  # class access, for documentation tools
+        return _BoundVerb(server, self.verb)
+
+
 class _AckSink:
     """Receiver for acknowledgement links: nothing is expected back on them."""
 
@@ -182,29 +215,12 @@ class Server:
         self._routes_changed()
         return handler
 
-    def head(self, uri: str, handler: Handler | None = None) -> Any:
-        """Register a HEAD handler (see :meth:`route`)."""
-        return self.route("HEAD", uri, handler)
-
-    def get(self, uri: str, handler: Handler | None = None) -> Any:
-        """Register a GET handler; messages without a verb come here too (see :meth:`route`)."""
-        return self.route("GET", uri, handler)
-
-    def post(self, uri: str, handler: Handler | None = None) -> Any:
-        """Register a POST handler (see :meth:`route`)."""
-        return self.route("POST", uri, handler)
-
-    def put(self, uri: str, handler: Handler | None = None) -> Any:
-        """Register a PUT handler (see :meth:`route`)."""
-        return self.route("PUT", uri, handler)
-
-    def delete(self, uri: str, handler: Handler | None = None) -> Any:
-        """Register a DELETE handler (see :meth:`route`)."""
-        return self.route("DELETE", uri, handler)
-
-    def patch(self, uri: str, handler: Handler | None = None) -> Any:
-        """Register a PATCH handler (see :meth:`route`)."""
-        return self.route("PATCH", uri, handler)
+    head = _Verb("HEAD", "Register a HEAD handler (see :meth:`route`).")
+    get = _Verb("GET", "Register a GET handler; messages without a verb come here too.")
+    post = _Verb("POST", "Register a POST handler (see :meth:`route`).")
+    put = _Verb("PUT", "Register a PUT handler (see :meth:`route`).")
+    delete = _Verb("DELETE", "Register a DELETE handler (see :meth:`route`).")
+    patch = _Verb("PATCH", "Register a PATCH handler (see :meth:`route`).")
 
     @property
     def routes(self) -> Sequence[RouteInfo]:
@@ -271,7 +287,9 @@ class Server:
                 self._logger.log(
                     logging.WARNING,
                     "distro server %s: cancelled %d handler(s) still running after %.3gs",
-                    self.transport.describe(), len(pending), self._close_timeout,
+                    self.transport.describe(),
+                    len(pending),
+                    self._close_timeout,
                 )
                 await asyncio.wait(pending, timeout=1.0)
         links, self._ack_links = list(self._ack_links.values()), {}
@@ -414,7 +432,10 @@ class Server:
         self._logger.log(
             logging.ERROR,
             "distro: handler %s failed on message %s (%s %s): %s",
-            entry.name, msg.id, msg.headers.get("verb") or "GET", msg.headers["uri"],
+            entry.name,
+            msg.id,
+            msg.headers.get("verb") or "GET",
+            msg.headers["uri"],
             "".join(traceback.format_exception(exc)).rstrip(),
         )
         return f"{type(exc).__name__}: {exc}"
@@ -468,7 +489,9 @@ class Server:
     ) -> None:
         headers = msg.headers
         if route is None and not self._router.catch_all:
-            self._drop("no_route", f"no handler for {headers.get('verb') or 'GET'} {headers['uri']}")
+            self._drop(
+                "no_route", f"no handler for {headers.get('verb') or 'GET'} {headers['uri']}"
+            )
         else:
             self.stats.handled += 1
         reply_to = headers.get("replyTo")

@@ -62,6 +62,7 @@ class Capabilities:
     :ivar request_reply: servers can answer requests.
     :ivar acknowledgements: servers can send RECEIVED to an ``address``/``port`` header.
     :ivar fan_out: every server whose routes match receives a message (pub/sub), not just one.
+    :ivar cross_process: clients in other processes can reach a server (false for ``memory``).
     """
 
     ordered: bool = True
@@ -70,6 +71,7 @@ class Capabilities:
     request_reply: bool = True
     acknowledgements: bool = True
     fan_out: bool = False
+    cross_process: bool = True
 
 
 @attrs.frozen

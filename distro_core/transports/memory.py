@@ -163,7 +163,7 @@ class MemoryTransport(Transport):
     :class:`MemoryNetwork`; one per process by default)."""
 
     name = "memory"
-    capabilities = Capabilities()
+    capabilities = Capabilities(cross_process=False)
 
     def __init__(self, options: Mapping[str, Any]) -> None:
         check_options(self.name, options, {"address", "port", "network"})

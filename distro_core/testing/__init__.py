@@ -1,0 +1,23 @@
+"""The conformance kit: distro's behavioural suite, for any transport (requires pytest).
+
+Every bundled transport runs it, the plugins run it, and a third-party transport runs it with a
+few lines::
+
+    # test_pigeon.py
+    from distro_core.testing import TransportSuite
+
+    class TestPigeon(TransportSuite):
+        transport = "pigeon"          # a registered name, or the Transport class itself
+
+The suite reads the transport's :class:`~distro_core.Capabilities` and adapts (ordering checks
+only for ordered transports, the size limit only where there is one, and so on), so a transport
+declares what it cannot do instead of skipping tests by hand. Override :meth:`server_options`
+and :meth:`client_options` when a transport needs more than a port.
+"""
+
+from __future__ import annotations
+
+from ._helpers import Recorder, wait_until
+from ._suite import TransportSuite
+
+__all__ = ["Recorder", "TransportSuite", "wait_until"]

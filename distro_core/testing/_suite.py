@@ -1,0 +1,520 @@
+"""The behavioural suite every transport passes (see the package docstring)."""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import os
+import signal
+import sys
+import textwrap
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, ClassVar
+
+import pytest
+
+import distro_core as distro
+
+from ._helpers import Recorder, wait_until
+
+__all__ = ["TransportSuite"]
+
+
+@pytest.mark.distro_async
+class TransportSuite:
+    """Subclass this in a test module and set :attr:`transport` (or override :meth:`factory`).
+
+    :cvar transport: the transport's registered name, or its :class:`~distro_core.Transport`
+        subclass.
+    :cvar foreign_ack_address: an address that is not the client's own, to check that RECEIVED
+        is not sent to third parties by default (never contacted by a correct server).
+    """
+
+    transport: ClassVar[str | type[distro.Transport]]
+    foreign_ack_address: ClassVar[str] = "127.0.0.2"
+
+    # -- configuration a transport's test class may override ------------------------------
+
+    @pytest.fixture
+    def factory(self) -> distro.Factory:
+        """The factory under test; override to parametrize over several transports."""
+        return distro.create(self.transport)
+
+    def server_options(self, factory: distro.Factory) -> dict[str, Any]:
+        """Options for a test server: an ephemeral port on the default address."""
+        return {"port": 0}
+
+    def client_options(self, factory: distro.Factory, server: distro.Server) -> dict[str, Any]:
+        """Options for a client of ``server``: its address and port."""
+        address, port = server.address
+        return {"address": address, "port": port}
+
+    def ack_address(self, factory: distro.Factory, server: distro.Server) -> dict[str, Any]:
+        """Headers that make a message's RECEIVED go to ``server`` (``address`` and ``port``)."""
+        address, port = server.address
+        return {"address": address, "port": port}
+
+    # -- helpers --------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def serving(
+        self, factory: distro.Factory, server: distro.Server | None = None, **options: Any
+    ) -> AsyncIterator[tuple[distro.Server, distro.Client]]:
+        """Start ``server`` (or a fresh one) and open a client to it."""
+        if server is None:
+            server = factory.server(self.server_options(factory), **options)
+        async with server, factory.client(self.client_options(factory, server)) as client:
+            yield server, client
+
+    @staticmethod
+    def caps(factory: distro.Factory) -> distro.Capabilities:
+        """The capabilities of the transport under test."""
+        return factory.transport.capabilities
+
+    # -- one-way messages and routing -----------------------------------------------------
+
+    async def test_send_reaches_the_matching_handler(self, factory: distro.Factory) -> None:
+        server = factory.server(self.server_options(factory))
+        got = Recorder()
+        server.post("/customer/{id}", got)
+        async with self.serving(factory, server) as (_, client):
+            sent = distro.message({"uri": "/customer/Ab7", "verb": "POST"}, {"total": 12})
+            await client.send(sent)
+            [msg] = await got.wait_for(1)
+        assert msg == sent
+        assert msg.params == {"id": "Ab7"}
+        assert msg.payload == {"total": 12}
+
+    async def test_uri_ignores_case_and_a_missing_verb_means_get(
+        self, factory: distro.Factory
+    ) -> None:
+        server = factory.server(self.server_options(factory))
+        gets, deletes = Recorder(), Recorder()
+        server.get("/Orders/{n}/Lines", gets)
+        server.delete("/orders/{n}/lines", deletes)
+        async with self.serving(factory, server) as (_, client):
+            await client.send(distro.message({"uri": "/ORDERS/5/lines"}, 1))
+            await client.send(distro.message({"uri": "/orders/6/LINES", "verb": "delete"}, 2))
+            await client.send(distro.message({"uri": "/orders/7/lines", "verb": "GET"}, 3))
+            await gets.wait_for(2)
+            await deletes.wait_for(1)
+        assert sorted(gets.payloads) == [1, 3]  # type: ignore[type-var]
+        assert deletes.payloads == [2]
+        assert deletes.messages[0].params == {"n": "6"}
+
+    async def test_every_handler_on_a_route_runs_in_order_and_catch_all_sees_all(
+        self, factory: distro.Factory
+    ) -> None:
+        server = factory.server(self.server_options(factory))
+        calls: list[str] = []
+        everything = Recorder()
+        server.receive(everything)
+        server.put("/a", lambda m: calls.append("first"))
+
+        @server.put("/a")
+        async def second(msg: distro.Message) -> None:
+            calls.append("second")
+
+        server.put("/a", lambda m: calls.append("third"))
+        async with self.serving(factory, server) as (_, client):
+            await client.send(distro.message({"uri": "/a", "verb": "PUT"}))
+            await client.send(distro.message({"uri": "/unrouted", "verb": "PATCH"}))
+            await everything.wait_for(2)
+            await wait_until(lambda: len(calls) == 3, what="three handlers")
+        assert calls == ["first", "second", "third"]
+        assert {m.uri for m in everything.messages} == {"/a", "/unrouted"}
+
+    async def test_messages_from_one_client_arrive_in_order(self, factory: distro.Factory) -> None:
+        if not self.caps(factory).ordered:
+            pytest.skip(f"{factory.name} declares no ordering")
+        server = factory.server(self.server_options(factory))
+        got = Recorder()
+        server.post("/seq", got)
+        async with self.serving(factory, server) as (_, client):
+            for i in range(300):
+                await client.send(distro.message({"uri": "/seq", "verb": "POST"}, i))
+            await got.wait_for(300, timeout=10)
+        assert got.payloads == list(range(300))
+
+    async def test_many_messages_are_all_delivered(self, factory: distro.Factory) -> None:
+        server = factory.server(self.server_options(factory))
+        got = Recorder()
+        server.post("/bulk", got)
+        count = 500
+        async with self.serving(factory, server) as (_, client):
+            for i in range(count):
+                await client.send(distro.message({"uri": "/bulk", "verb": "POST"}, {"n": i}))
+                if i % 50 == 49:
+                    # Give a datagram receiver the chance to keep up (loopback buffers are finite).
+                    await got.wait_for(i + 1 if self.caps(factory).reliable else 0, timeout=10)
+            if self.caps(factory).reliable:
+                await got.wait_for(count, timeout=10)
+        assert {p["n"] for p in got.payloads} <= set(range(count))  # type: ignore[index]
+        if self.caps(factory).reliable:
+            assert len(got.payloads) == count
+
+    async def test_unicode_big_integers_and_nesting_survive(self, factory: distro.Factory) -> None:
+        server = factory.server(self.server_options(factory))
+        got = Recorder()
+        server.post("/data", got)
+        payload = {
+            "name": "Zoë 東京 🚀",
+            "big": 2**100,
+            "neg": -(2**70),
+            "x": 1.5,
+            "n": None,
+            "deep": [[[{"k": [True, False]}]]],
+            "empty": {},
+        }
+        async with self.serving(factory, server) as (_, client):
+            await client.send(
+                distro.message({"uri": "/data", "verb": "POST", "x-trace": "t1"}, payload)
+            )
+            [msg] = await got.wait_for(1)
+        assert msg.payload == payload
+        assert msg.headers["x-trace"] == "t1"
+
+    # -- request/reply --------------------------------------------------------------------
+
+    async def test_request_gets_the_handlers_return_value(self, factory: distro.Factory) -> None:
+        if not self.caps(factory).request_reply:
+            pytest.skip(f"{factory.name} declares no request/reply")
+        server = factory.server(self.server_options(factory))
+        totals: dict[str, int] = {}
+
+        @server.post("/customer/{id}")
+        async def update(msg: distro.Message) -> None:
+            totals[msg.params["id"]] = msg.payload["total"]
+
+        @server.get("/customer/{id}")
+        def read(msg: distro.Message) -> dict[str, Any]:
+            return {"id": msg.params["id"], "total": totals.get(msg.params["id"], 0)}
+
+        async with self.serving(factory, server) as (_, client):
+            await client.send(distro.message({"uri": "/customer/7", "verb": "POST"}, {"total": 12}))
+            reply = await client.request(
+                distro.message({"uri": "/customer/7", "verb": "GET"}), timeout=5.0
+            )
+        assert reply.payload == {"id": "7", "total": 12}
+        assert server.stats.replies_sent == 1
+
+    async def test_concurrent_requests_each_get_their_own_reply(
+        self, factory: distro.Factory
+    ) -> None:
+        if not self.caps(factory).request_reply:
+            pytest.skip(f"{factory.name} declares no request/reply")
+        server = factory.server(self.server_options(factory))
+
+        @server.get("/square/{n}")
+        async def square(msg: distro.Message) -> int:
+            await asyncio.sleep(0)
+            return int(msg.params["n"]) ** 2
+
+        async with self.serving(factory, server) as (_, client):
+            replies = await asyncio.gather(
+                *(
+                    client.request(distro.message({"uri": f"/square/{n}"}), timeout=10)
+                    for n in range(64)
+                )
+            )
+        assert [r.payload for r in replies] == [n * n for n in range(64)]
+
+    async def test_a_raising_handler_gives_remote_error_and_the_server_goes_on(
+        self, factory: distro.Factory
+    ) -> None:
+        if not self.caps(factory).request_reply:
+            pytest.skip(f"{factory.name} declares no request/reply")
+        server = factory.server(self.server_options(factory))
+
+        @server.get("/boom")
+        def boom(msg: distro.Message) -> None:
+            raise KeyError("no such customer")
+
+        server.get("/ok", lambda m: "fine")
+        async with self.serving(factory, server) as (_, client):
+            with pytest.raises(distro.RemoteError) as info:
+                await client.request(distro.message({"uri": "/boom"}), timeout=5)
+            assert "no such customer" in info.value.remote
+            reply = await client.request(distro.message({"uri": "/ok"}), timeout=5)
+        assert reply.payload == "fine"
+        assert server.stats.handler_errors == 1
+
+    async def test_a_request_nobody_handles_gets_an_error_reply(
+        self, factory: distro.Factory
+    ) -> None:
+        if not self.caps(factory).request_reply:
+            pytest.skip(f"{factory.name} declares no request/reply")
+        server = factory.server(self.server_options(factory))
+        server.get("/known", lambda m: 1)
+        async with self.serving(factory, server) as (_, client):
+            with pytest.raises(distro.RemoteError, match="no handler for DELETE /unknown"):
+                await client.request(
+                    distro.message({"uri": "/unknown", "verb": "DELETE"}), timeout=5
+                )
+
+    async def test_a_handler_returning_a_non_json_value_gives_remote_error(
+        self, factory: distro.Factory
+    ) -> None:
+        if not self.caps(factory).request_reply:
+            pytest.skip(f"{factory.name} declares no request/reply")
+        server = factory.server(self.server_options(factory))
+        server.get("/odd", lambda m: {1, 2})
+        async with self.serving(factory, server) as (_, client):
+            with pytest.raises(distro.RemoteError, match="cannot be sent"):
+                await client.request(distro.message({"uri": "/odd"}), timeout=5)
+
+    async def test_a_request_without_reply_times_out(self, factory: distro.Factory) -> None:
+        if not self.caps(factory).request_reply:
+            pytest.skip(f"{factory.name} declares no request/reply")
+        server = factory.server(self.server_options(factory), close_timeout=0.2)
+        release = asyncio.Event()
+
+        @server.get("/slow")
+        async def slow(msg: distro.Message) -> str:
+            await release.wait()
+            return "late"
+
+        async with self.serving(factory, server) as (_, client):
+            with pytest.raises(distro.RequestTimeout) as info:
+                await client.request(distro.message({"uri": "/slow"}), timeout=0.2)
+            assert isinstance(info.value, TimeoutError)
+
+    async def test_request_reply_with_sync_client_from_another_thread(
+        self, factory: distro.Factory
+    ) -> None:
+        if not self.caps(factory).request_reply:
+            pytest.skip(f"{factory.name} declares no request/reply")
+        server = factory.server(self.server_options(factory))
+        got = Recorder()
+        server.post("/note", got)
+        server.get("/echo/{word}", lambda m: m.params["word"].upper())
+        async with server:
+            options = self.client_options(factory, server)
+
+            def blocking() -> Any:
+                with factory.sync_client(options) as sync:
+                    sync.send(distro.message({"uri": "/note", "verb": "POST"}, "hi"))
+                    return sync.request(distro.message({"uri": "/echo/abc"}), timeout=5).payload
+
+            answer = await asyncio.to_thread(blocking)
+            await got.wait_for(1)
+        assert answer == "ABC"
+        assert got.payloads == ["hi"]
+
+    # -- RECEIVED acknowledgements --------------------------------------------------------
+
+    async def test_received_goes_to_the_address_in_the_headers(
+        self, factory: distro.Factory
+    ) -> None:
+        if not self.caps(factory).acknowledgements:
+            pytest.skip(f"{factory.name} declares no acknowledgements")
+        origin = factory.server(self.server_options(factory))
+        acks = Recorder()
+        origin.receive(acks)
+        target = factory.server(self.server_options(factory))
+        handled = Recorder()
+        target.post("/order", handled)
+        async with origin, self.serving(factory, target) as (_, client):
+            headers = {"uri": "/order", "verb": "POST", **self.ack_address(factory, origin)}
+            sent = distro.message(headers, {"item": 1})
+            await client.send(sent)
+            [ack] = await acks.wait_for(1)
+        assert ack.headers == {"uri": "RECEIVED"}
+        assert ack.payload == {"msgId": sent.id}
+        assert handled.messages == [sent]
+        assert target.stats.acks_sent == 1
+
+    async def test_received_is_not_sent_to_a_third_party_by_default(
+        self, factory: distro.Factory
+    ) -> None:
+        if not self.caps(factory).acknowledgements:
+            pytest.skip(f"{factory.name} declares no acknowledgements")
+        server = factory.server(self.server_options(factory))
+        handled = Recorder()
+        server.post("/order", handled)
+        async with self.serving(factory, server) as (_, client):
+            headers = {
+                "uri": "/order",
+                "verb": "POST",
+                "address": self.foreign_ack_address,
+                "port": 9,
+            }
+            await client.send(distro.message(headers))
+            await handled.wait_for(1)
+            await wait_until(
+                lambda: server.stats.dropped.get("ack_refused", 0) == 1,
+                what="the refused acknowledgement to be counted",
+            )
+        assert server.stats.acks_sent == 0
+
+    # -- limits ---------------------------------------------------------------------------
+
+    async def test_message_size_limit(self, factory: distro.Factory) -> None:
+        limit = self.caps(factory).max_message_size
+        server = factory.server(self.server_options(factory))
+        got = Recorder()
+        server.post("/big", got)
+        async with self.serving(factory, server) as (_, client):
+            if limit is None:
+                big = distro.message({"uri": "/big", "verb": "POST"}, "x" * 200_000)
+                await client.send(big)
+                [msg] = await got.wait_for(1)
+                assert msg == big
+                return
+            fits = distro.message({"uri": "/big", "verb": "POST"}, "")
+            room = limit - len(fits.to_bytes())
+            just_fits = distro.message({"uri": "/big", "verb": "POST"}, "y" * room, id=fits.id)
+            assert len(just_fits.to_bytes()) == limit
+            too_big = distro.message({"uri": "/big", "verb": "POST"}, "z" * (room + 1))
+            with pytest.raises(distro.MessageTooLarge) as info:
+                await client.send(too_big)
+            assert info.value.limit == limit
+            assert str(limit) in str(info.value)
+            await client.send(just_fits)
+            [msg] = await got.wait_for(1)
+        assert msg == just_fits
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def test_close_lets_handlers_in_flight_finish(self, factory: distro.Factory) -> None:
+        server = factory.server(self.server_options(factory), close_timeout=5)
+        started = asyncio.Event()
+        release = asyncio.Event()
+        finished: list[str] = []
+
+        @server.post("/work")
+        async def work(msg: distro.Message) -> None:
+            started.set()
+            await release.wait()
+            finished.append(msg.payload)
+
+        async with server, factory.client(self.client_options(factory, server)) as client:
+            await client.send(distro.message({"uri": "/work", "verb": "POST"}, "job"))
+            await asyncio.wait_for(started.wait(), 5)
+            closing = asyncio.ensure_future(server.aclose())
+            await asyncio.sleep(0)
+            assert not closing.done()
+            release.set()
+            await asyncio.wait_for(closing, 5)
+        assert finished == ["job"]
+        assert not server.is_serving
+
+    async def test_close_is_bounded_when_a_handler_never_finishes(
+        self, factory: distro.Factory
+    ) -> None:
+        server = factory.server(self.server_options(factory), close_timeout=0.1)
+        started = asyncio.Event()
+
+        @server.post("/stuck")
+        async def stuck(msg: distro.Message) -> None:
+            started.set()
+            await asyncio.Event().wait()
+
+        async with server, factory.client(self.client_options(factory, server)) as client:
+            await client.send(distro.message({"uri": "/stuck", "verb": "POST"}))
+            await asyncio.wait_for(started.wait(), 5)
+            await asyncio.wait_for(server.aclose(), 5)
+
+    async def test_backpressure_bounds_handlers_in_flight(self, factory: distro.Factory) -> None:
+        server = factory.server(self.server_options(factory), max_concurrency=4)
+        running = 0
+        peak = 0
+        done = Recorder()
+
+        @server.post("/job")
+        async def job(msg: distro.Message) -> None:
+            nonlocal running, peak
+            running += 1
+            peak = max(peak, running)
+            await asyncio.sleep(0.001)
+            running -= 1
+            done(msg)
+
+        count = 40
+        async with self.serving(factory, server) as (_, client):
+            for i in range(count):
+                await client.send(distro.message({"uri": "/job", "verb": "POST"}, i))
+            if self.caps(factory).reliable:
+                await done.wait_for(count, timeout=10)
+            else:
+                await done.wait_for(1, timeout=10)
+        assert 1 <= peak <= 4
+
+    async def test_a_server_reports_its_address_and_stats(self, factory: distro.Factory) -> None:
+        server = factory.server(self.server_options(factory))
+        with pytest.raises(distro.StateError):
+            server.address  # noqa: B018 - the property raises before start
+        got = Recorder()
+        server.post("/x", got)
+        async with self.serving(factory, server) as (_, client):
+            host, port = server.address
+            assert isinstance(host, str) and isinstance(port, int) and port > 0
+            await client.send(distro.message({"uri": "/x", "verb": "POST"}))
+            await client.send(distro.message({"uri": "/nowhere", "verb": "POST"}))
+            await got.wait_for(1)
+            await wait_until(lambda: server.stats.dropped.get("no_route") == 1, what="no_route")
+        assert server.stats.received == 2
+        assert server.stats.handled == 1
+
+    async def test_a_client_after_close_raises_state_error(self, factory: distro.Factory) -> None:
+        async with self.serving(factory) as (_, client):
+            pass
+        with pytest.raises(distro.StateError):
+            await client.send(distro.message({"uri": "/x"}))
+
+    # -- blocking entry points -------------------------------------------------------------
+
+    async def test_server_run_serves_until_sigint_then_closes(
+        self, factory: distro.Factory
+    ) -> None:
+        if not self.caps(factory).cross_process:
+            pytest.skip(f"{factory.name} cannot be reached from another process")
+        if not isinstance(getattr(self, "transport", factory.name), str):
+            pytest.skip("server.run() is tested in a subprocess, which needs a registered name")
+        options = self.server_options(factory)
+        script = textwrap.dedent(f"""
+            import sys
+            import distro_core as distro
+            factory = distro.create({factory.name!r})
+            server = factory.server({options!r})
+            server.get("/ping", lambda m: "pong")
+            server.post("/stop", lambda m: None)
+            original_start = server.start
+            async def start():
+                await original_start()
+                print(repr(server.address), flush=True)
+            server.start = start
+            server.run()
+            print("closed", server.stats.handled, flush=True)
+        """)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            script,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        assert proc.stdout is not None and proc.stderr is not None
+        try:
+            line = (await asyncio.wait_for(proc.stdout.readline(), 20)).decode()
+            if not line:
+                raise AssertionError((await proc.stderr.read()).decode())
+            address = ast.literal_eval(line)  # the tuple the child printed
+            fake = type("S", (), {"address": address})()
+            options = self.client_options(factory, fake)
+            async with factory.client(options) as client:
+                if self.caps(factory).request_reply:
+                    reply = await client.request(distro.message({"uri": "/ping"}), timeout=5)
+                    assert reply.payload == "pong"
+                else:
+                    await client.send(distro.message({"uri": "/ping"}))
+            proc.send_signal(signal.SIGINT)
+            out, err = await asyncio.wait_for(proc.communicate(), 20)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+        assert proc.returncode == 0, err.decode()
+        assert out.decode().startswith("closed"), (out, err)
