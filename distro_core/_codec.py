@@ -12,7 +12,15 @@ import json
 import math
 from typing import Any
 
-__all__ = ["BACKEND", "CodecError", "dumps", "loads", "stdlib_dumps", "stdlib_loads"]
+__all__ = [
+    "BACKEND",
+    "CodecError",
+    "dumps",
+    "encode_and_copy",
+    "loads",
+    "stdlib_dumps",
+    "stdlib_loads",
+]
 
 
 class CodecError(ValueError):
@@ -100,6 +108,21 @@ if orjson is not None:
             # Integers beyond 64 bits, exotic types, surrogates: the reference encoder decides.
             return stdlib_dumps(obj)
 
+    def encode_and_copy(obj: Any) -> tuple[bytes, Any]:
+        """Encode ``obj`` and decode the result again: the wire form and a private deep copy.
+
+        Comparing the copy with ``obj`` tells whether ``obj`` survives a round trip.
+
+        :raises CodecError: ``obj`` holds something JSON cannot represent.
+        """
+        try:
+            data = _orjson_dumps(obj, option=_OPTS)
+        except TypeError:
+            data = stdlib_dumps(obj)
+            return data, stdlib_loads(data)
+        # orjson wrote it, so every integer fits in 64 bits and orjson reads it back exactly.
+        return data, _orjson_loads(data)
+
     def loads(data: bytes | str) -> Any:
         """Decode JSON text; exact for integers of any size.
 
@@ -122,3 +145,8 @@ else:  # pragma: no cover - exercised in the no-orjson nox session
     BACKEND = "json"
     dumps = stdlib_dumps
     loads = stdlib_loads
+
+    def encode_and_copy(obj: Any) -> tuple[bytes, Any]:
+        """Encode ``obj`` and decode the result again (see the orjson variant)."""
+        data = stdlib_dumps(obj)
+        return data, stdlib_loads(data)

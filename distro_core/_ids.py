@@ -11,32 +11,37 @@ import os
 
 __all__ = ["new_id"]
 
-_BLOCK = 16 * 512
-_CLEAR = ~((0xF000 << 64) | (0xC000 << 48)) & ((1 << 128) - 1)
-_SET = (0x4000 << 64) | (0x8000 << 48)
+_BLOCK = 16 * 512  # bytes of randomness fetched per system call: 512 ids
+_VARIANT = "89ab89ab89ab89ab"  # hex digit -> the same digit with the variant bits set to 10xx
 
 
 class _IdSource:
-    """Formats version 4 UUIDs from a buffer of OS randomness, refilled when used up."""
+    """Formats version 4 UUIDs from a hex buffer of OS randomness, refilled when used up.
 
-    __slots__ = ("_buf", "_pid", "_pos")
+    Each id takes 32 random hex digits; the version digit is forced to 4 and the variant digit
+    to one of 8, 9, a, b, exactly as ``uuid.uuid4()`` does (122 random bits).
+    """
+
+    __slots__ = ("_hex", "_pid", "_pos")
 
     def __init__(self) -> None:
-        self._buf = b""
-        self._pos = _BLOCK
+        self._hex = ""
+        self._pos = 2 * _BLOCK
         self._pid = -1
 
     def __call__(self) -> str:
         pos = self._pos
-        if pos >= _BLOCK or self._pid != os.getpid():
+        if pos >= 2 * _BLOCK or self._pid != os.getpid():
             # A forked child must not replay its parent's buffered randomness.
-            self._buf = os.urandom(_BLOCK)
+            self._hex = os.urandom(_BLOCK).hex()
             self._pid = os.getpid()
             pos = 0
-        self._pos = pos + 16
-        n = (int.from_bytes(self._buf[pos : pos + 16], "big") & _CLEAR) | _SET
-        h = f"{n:032x}"
-        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+        self._pos = pos + 32
+        h = self._hex
+        return (
+            f"{h[pos : pos + 8]}-{h[pos + 8 : pos + 12]}-4{h[pos + 13 : pos + 16]}-"
+            f"{_VARIANT[int(h[pos + 16], 16)]}{h[pos + 17 : pos + 20]}-{h[pos + 20 : pos + 32]}"
+        )
 
 
 new_id = _IdSource()

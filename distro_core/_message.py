@@ -12,11 +12,11 @@ from typing import Any
 
 import attrs
 
-from ._codec import CodecError, dumps, loads
+from ._codec import CodecError, dumps, encode_and_copy, loads
 from ._exceptions import MessageError
 from ._ids import new_id
 
-__all__ = ["VERBS", "Message", "message", "parse"]
+__all__ = ["VERBS", "Message", "message", "parse", "parse_parts"]
 
 VERBS = frozenset({"HEAD", "GET", "POST", "PUT", "DELETE", "PATCH"})
 """The verbs a message may carry in its ``verb`` header."""
@@ -160,12 +160,23 @@ def message(headers: Mapping[str, Any], payload: Any = None, *, id: str | None =
         id = new_id()
     elif type(id) is not str or not id:
         raise MessageError(f"id must be a non-empty string, got {id!r:.60}")
-    if not isinstance(headers, Mapping):
-        raise MessageError(f"headers must be a mapping, got {type(headers).__name__}")
-    headers = _check_headers(dict(headers))
+    if type(headers) is not dict:
+        if not isinstance(headers, Mapping):
+            raise MessageError(f"headers must be a mapping, got {type(headers).__name__}")
+        headers = dict(headers)
+    uri = headers.get("uri")
+    if (
+        type(uri) is not str
+        or not uri
+        or (headers.get("verb") is not None and headers["verb"] not in VERBS)
+        or "port" in headers
+        or "address" in headers
+    ):
+        headers = _check_headers(headers)
     try:
-        raw = _encode(id, headers, payload)
-        copy = loads(raw)
+        # The decoded copy becomes the message's own headers and payload: it proves the round
+        # trip and detaches the message from objects the caller may mutate later.
+        raw, copy = encode_and_copy({"id": id, "headers": headers, "payload": payload})
     except CodecError as exc:
         problem = _describe(headers, "headers", set()) or _describe(payload, "payload", set())
         raise MessageError(problem or f"cannot encode message: {exc}") from None
@@ -175,15 +186,16 @@ def message(headers: Mapping[str, Any], payload: Any = None, *, id: str | None =
     return Message(id, copy["headers"], copy["payload"], {}, raw)
 
 
-def parse(data: bytes | bytearray | memoryview | str) -> Message:
-    """Parse the wire form (str or UTF-8 bytes) into a Message.
+def parse_parts(data: bytes | bytearray | memoryview | str) -> tuple[str, dict[str, Any], Any]:
+    """Parse the wire form into ``(id, headers, payload)``, validated; see :func:`parse`.
 
-    :raises MessageError: bad UTF-8, bad JSON, not an object, or a missing or ill-typed field.
+    :raises MessageError: as :func:`parse`.
     """
-    if isinstance(data, (bytearray, memoryview)):
-        data = bytes(data)
-    elif not isinstance(data, (bytes, str)):
-        raise MessageError(f"cannot parse a {type(data).__name__}; expected bytes or str")
+    if type(data) is not bytes:
+        if isinstance(data, (bytearray, memoryview)):
+            data = bytes(data)
+        elif not isinstance(data, (bytes, str)):
+            raise MessageError(f"cannot parse a {type(data).__name__}; expected bytes or str")
     try:
         obj = loads(data)
     except CodecError as exc:
@@ -193,10 +205,33 @@ def parse(data: bytes | bytearray | memoryview | str) -> Message:
     id = obj.get("id")
     if type(id) is not str or not id:
         raise MessageError(f"'id' must be a non-empty string, got {id!r:.60}")
-    if "headers" not in obj:
+    headers = obj.get("headers")
+    if headers is None and "headers" not in obj:
         raise MessageError(f"message {id} has no 'headers'")
-    try:
-        headers = _check_headers(obj["headers"])
-    except MessageError as exc:
-        raise MessageError(f"message {id}: {exc}") from None
-    return Message(id, headers, obj.get("payload"), {}, None)
+    # The common case (a uri, an upper-case verb or none, no acknowledgement address) is checked
+    # inline; anything else goes through the full check, which also explains what is wrong.
+    if (
+        type(headers) is not dict
+        or type(headers.get("uri")) is not str
+        or not headers["uri"]
+        or (headers.get("verb") is not None and headers["verb"] not in VERBS)
+        or "port" in headers
+        or "address" in headers
+    ):
+        try:
+            headers = _check_headers(headers)
+        except MessageError as exc:
+            raise MessageError(f"message {id}: {exc}") from None
+    return id, headers, obj.get("payload")
+
+
+def parse(data: bytes | bytearray | memoryview | str) -> Message:
+    """Parse the wire form (str or UTF-8 bytes) into a Message.
+
+    Top-level keys other than ``id``, ``headers`` and ``payload`` are ignored; a missing
+    ``payload`` is null.
+
+    :raises MessageError: bad UTF-8, bad JSON, not an object, or a missing or ill-typed field.
+    """
+    id, headers, payload = parse_parts(data)
+    return Message(id, headers, payload, {}, None)

@@ -26,13 +26,15 @@ _NO_PARAMS: dict[str, str] = {}
 class Route(Generic[H]):
     """The handlers registered for one verb and pattern, in registration order."""
 
-    __slots__ = ("handlers", "param_names", "pattern", "verb")
+    __slots__ = ("handlers", "meta", "param_names", "pattern", "verb")
 
     def __init__(self, verb: str, pattern: str, param_names: tuple[str, ...]) -> None:
         self.verb = verb
         self.pattern = pattern
         self.param_names = param_names
         self.handlers: tuple[H, ...] = ()
+        self.meta: object = None
+        """Free for the router's owner (the server keeps a precomputed dispatch flag here)."""
 
 
 class _Node(Generic[H]):
@@ -66,9 +68,15 @@ def _segments(pattern: str) -> tuple[list[str], tuple[str, ...]]:
 class Router(Generic[H]):
     """Maps (verb, uri) to the route whose handlers should receive a message."""
 
-    __slots__ = ("_routes", "_static", "_trees", "catch_all")
+    __slots__ = ("_memo", "_routes", "_static", "_trees", "catch_all")
+
+    #: How many parameterised uris per verb are remembered after a tree walk.
+    MEMO_SIZE = 4096
 
     def __init__(self) -> None:
+        self._memo: dict[str, dict[str, tuple[Route[H], tuple[tuple[str, str], ...]]]] = {
+            verb: {} for verb in VERBS
+        }
         self._static: dict[str, dict[str, Route[H]]] = {verb: {} for verb in VERBS}
         self._trees: dict[str, _Node[H]] = {verb: _Node() for verb in VERBS}
         self._routes: list[Route[H]] = []
@@ -111,6 +119,8 @@ class Router(Generic[H]):
                 )
             route = node.route
         route.handlers = (*route.handlers, handler)
+        for memo in self._memo.values():
+            memo.clear()
         return route
 
     def add_catch_all(self, handler: H) -> None:
@@ -138,11 +148,18 @@ class Router(Generic[H]):
             return route, _NO_PARAMS
         tree = self._trees[verb]
         if tree.literal or tree.param is not None:
-            parts = uri.split("/")
-            found = _walk(tree, parts, 0, [])
+            memo = self._memo[verb]
+            hit = memo.get(uri)
+            if hit is not None:
+                return hit[0], dict(hit[1])
+            found = _walk(tree, uri.split("/"), 0, [])
             if found is not None:
                 route, values = found
-                return route, dict(zip(route.param_names, values, strict=True))
+                pairs = tuple(zip(route.param_names, values, strict=True))
+                if len(memo) >= self.MEMO_SIZE:
+                    memo.clear()  # a flood of distinct uris must not grow memory
+                memo[uri] = (route, pairs)
+                return route, dict(pairs)
         return None, _NO_PARAMS
 
 

@@ -23,7 +23,7 @@ import attrs
 from . import _protocol
 from ._exceptions import DistroError, MessageError, StateError, TransportError
 from ._logging import Logger, RateLimitedLog
-from ._message import Message, parse
+from ._message import Message, parse_parts
 from ._routing import Route, Router
 from ._transport import Connection, Listener, Peer, RouteInfo, Transport
 
@@ -211,7 +211,8 @@ class Server:
         """
         if handler is None:
             return lambda fn: self.route(verb, uri, fn)
-        self._router.add(verb, uri, _entry(handler))
+        route = self._router.add(verb, uri, _entry(handler))
+        route.meta = any(h.is_async for h in route.handlers)
         self._routes_changed()
         return handler
 
@@ -366,20 +367,18 @@ class Server:
 
     def _dispatch(self, data: bytes, peer: Peer) -> None:
         try:
-            msg = parse(data)
+            id, headers, payload = parse_parts(data)
         except MessageError as exc:
             self._drop("invalid", f"from {peer.host}: {exc}")
             return
-        headers = msg.headers
         route, params = self._router.match(headers.get("verb"), headers["uri"])
-        if params:
-            msg = msg.with_params(params)
+        msg = Message(id, headers, payload, params or {}, None)  # never share the empty dict
         if route is None:
             handlers: tuple[_Entry, ...] = ()
             any_async = self._catch_all_async
         else:
             handlers = route.handlers
-            any_async = self._catch_all_async or any(h.is_async for h in handlers)
+            any_async = self._catch_all_async or route.meta is True
         # Handlers start in arrival order: while an earlier message's async dispatch has not
         # started yet, a plain dispatch waits its turn in the loop's FIFO instead of running now.
         if any_async:
