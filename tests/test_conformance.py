@@ -7,7 +7,7 @@ import pytest
 import distro_core as distro
 from distro_core.testing import TransportSuite
 
-BUNDLED = ["memory"]
+BUNDLED = ["memory", "tcp", "udp4", "udp6"]
 
 
 class TestBundledTransports(TransportSuite):
