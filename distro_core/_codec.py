@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 __all__ = [
@@ -41,11 +42,32 @@ def _reject_constant(name: str) -> Any:
 _decoder = json.JSONDecoder(parse_float=_finite_float, parse_constant=_reject_constant)
 _encoder = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
+# Python's repr writes 1.5e-05 and 1.5e-07 where orjson writes 0.000015 and 1.5e-7 (the only
+# floats on which they differ: exponents -5 to -9). The encoding must not depend on which encoder
+# ran, so the standard library's output is rewritten to orjson's. Strings are matched first so
+# that text inside them is left alone.
+_SMALL_EXPONENT = re.compile(r'"(?:[^"\\]|\\.)*"|(-?)(\d)(?:\.(\d+))?e-0(\d)', re.DOTALL)
+
+
+def _as_orjson(match: re.Match[str]) -> str:
+    sign, lead, fraction, exponent = match.groups()
+    if lead is None:
+        return match.group(0)
+    if exponent == "5":
+        return f"{sign}0.0000{lead}{fraction or ''}"
+    return f"{sign}{lead}{'.' + fraction if fraction else ''}e-{exponent}"
+
 
 def stdlib_dumps(obj: Any) -> bytes:
-    """Encode with the standard library only (the reference implementation)."""
+    """Encode with the standard library only (the reference implementation).
+
+    The bytes are the same as orjson's for every value both can encode.
+    """
     try:
-        return _encoder.encode(obj).encode("utf-8")
+        text = _encoder.encode(obj)
+        if "e-0" in text:
+            text = _SMALL_EXPONENT.sub(_as_orjson, text)
+        return text.encode("utf-8")
     except UnicodeEncodeError as exc:
         raise CodecError("a string holds a lone surrogate, which UTF-8 cannot encode") from exc
     except (TypeError, ValueError, RecursionError) as exc:
@@ -55,15 +77,26 @@ def stdlib_dumps(obj: Any) -> bytes:
 def stdlib_loads(data: bytes | str) -> Any:
     """Decode with the standard library only (the reference implementation)."""
     try:
-        text = data.decode("utf-8") if isinstance(data, (bytes, bytearray, memoryview)) else data
+        if isinstance(data, (bytes, bytearray, memoryview)):
+            text = data.decode("utf-8")
+        else:
+            text = data
+            if not text.isascii():
+                text.encode("utf-8")  # a str may hold lone surrogates that bytes never could
     except UnicodeDecodeError as exc:
         raise CodecError(f"not valid UTF-8: {exc.reason} at byte {exc.start}") from exc
+    except UnicodeEncodeError as exc:
+        raise CodecError(f"text holds a lone surrogate at char {exc.start}") from exc
     try:
         value = _decoder.decode(text)
     except json.JSONDecodeError as exc:
         raise CodecError(f"not valid JSON: {exc.msg} at char {exc.pos}") from exc
     except RecursionError as exc:
         raise CodecError("JSON nested too deeply") from exc
+    except CodecError:
+        raise
+    except ValueError as exc:  # an integer longer than sys.get_int_max_str_digits()
+        raise CodecError(f"not valid JSON: {exc}") from exc
     if "\\u" in text or "\\U" in text:
         # Escaped lone surrogates decode to str that UTF-8 cannot encode again.
         try:
@@ -78,13 +111,14 @@ try:
 except ImportError:  # pragma: no cover - exercised in the no-orjson nox session
     orjson = None  # type: ignore[assignment]
 
-# orjson turns integers beyond 64 bits (20 digits or more) into floats. A run of 20 digits
-# anywhere sends the text to the standard library, which keeps integers exact. Mapping every digit
-# to "1" and searching for twenty of them is several times cheaper than a regular expression.
+# orjson turns integers beyond 64 bits into floats: from 20 digits up, and from 19 digits below
+# -2**63. A run of 19 digits anywhere sends the text to the standard library, which keeps integers
+# exact. Mapping every digit to "1" and searching for the run is several times cheaper than a
+# regular expression.
 _DIGIT_MAP = bytes(0x31 if 0x30 <= i <= 0x39 else 0x30 for i in range(256))
 _DIGIT_MAP_STR = str.maketrans({chr(c): "1" for c in range(0x30, 0x3A)})
-_LONG_RUN = b"1" * 20
-_LONG_RUN_STR = "1" * 20
+_LONG_RUN = b"1" * 19
+_LONG_RUN_STR = "1" * 19
 
 if orjson is not None:
     _orjson_dumps = orjson.dumps

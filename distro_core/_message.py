@@ -104,7 +104,9 @@ def _describe(value: Any, where: str, on_path: set[int]) -> str | None:
                         return (
                             f"{where} has a {type(key).__name__} key {key!r}; JSON keys are strings"
                         )
-                    found = _describe(item, f"{where}[{key!r}]", on_path)
+                    found = _describe(key, f"{where} key {key!r}", on_path) or _describe(
+                        item, f"{where}[{key!r}]", on_path
+                    )
                     if found:
                         return found
             else:
@@ -126,7 +128,7 @@ def _check_headers(headers: Any, where: str = "headers") -> dict[str, Any]:
         raise MessageError(f"{where}['uri'] must be a non-empty string, got {uri!r:.60}")
     verb = headers.get("verb")
     if verb is not None:
-        if type(verb) is not str or verb.upper() not in VERBS:
+        if type(verb) is not str or not verb.isascii() or verb.upper() not in VERBS:
             raise MessageError(
                 f"{where}['verb'] must be one of {', '.join(sorted(VERBS))}, got {verb!r:.60}"
             )
@@ -165,10 +167,11 @@ def message(headers: Mapping[str, Any], payload: Any = None, *, id: str | None =
             raise MessageError(f"headers must be a mapping, got {type(headers).__name__}")
         headers = dict(headers)
     uri = headers.get("uri")
+    verb = headers.get("verb")
     if (
         type(uri) is not str
         or not uri
-        or (headers.get("verb") is not None and headers["verb"] not in VERBS)
+        or (verb is not None and (type(verb) is not str or verb not in VERBS))
         or "port" in headers
         or "address" in headers
     ):
@@ -177,13 +180,20 @@ def message(headers: Mapping[str, Any], payload: Any = None, *, id: str | None =
         # The decoded copy becomes the message's own headers and payload: it proves the round
         # trip and detaches the message from objects the caller may mutate later.
         raw, copy = encode_and_copy({"id": id, "headers": headers, "payload": payload})
-    except CodecError as exc:
-        problem = _describe(headers, "headers", set()) or _describe(payload, "payload", set())
-        raise MessageError(problem or f"cannot encode message: {exc}") from None
-    if copy["headers"] != headers or copy["payload"] != payload:
-        problem = _describe(headers, "headers", set()) or _describe(payload, "payload", set())
-        raise MessageError(problem or "message does not survive a JSON round trip")
+        same = copy["headers"] == headers and copy["payload"] == payload
+    except (CodecError, RecursionError) as exc:
+        raise MessageError(_explain(headers, payload, f"cannot encode message: {exc}")) from None
+    if not same:
+        raise MessageError(_explain(headers, payload, "message does not survive a JSON round trip"))
     return Message(id, copy["headers"], copy["payload"], {}, raw)
+
+
+def _explain(headers: dict[str, Any], payload: Any, fallback: str) -> str:
+    try:
+        problem = _describe(headers, "headers", set()) or _describe(payload, "payload", set())
+    except RecursionError:
+        problem = "the headers or payload are nested too deeply"
+    return problem or fallback
 
 
 def parse_parts(data: bytes | bytearray | memoryview | str) -> tuple[str, dict[str, Any], Any]:
@@ -214,7 +224,10 @@ def parse_parts(data: bytes | bytearray | memoryview | str) -> tuple[str, dict[s
         type(headers) is not dict
         or type(headers.get("uri")) is not str
         or not headers["uri"]
-        or (headers.get("verb") is not None and headers["verb"] not in VERBS)
+        or (
+            headers.get("verb") is not None
+            and (type(headers["verb"]) is not str or headers["verb"] not in VERBS)
+        )
         or "port" in headers
         or "address" in headers
     ):

@@ -53,6 +53,8 @@ def reply(request: Message, payload: Any) -> bytes:
 
 def error_reply(request: Message, text: str) -> bytes:
     """Encode an error reply to ``request``: the client raises RemoteError with ``text``."""
+    # Exception texts may hold lone surrogates (from surrogateescape), which UTF-8 cannot carry.
+    text = str(text).encode("utf-8", "backslashreplace").decode("utf-8")
     headers = {"uri": REPLY, "inReplyTo": request.id, "error": text}
     return dumps({"id": new_id(), "headers": headers, "payload": None})
 

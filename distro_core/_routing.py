@@ -88,9 +88,9 @@ class Router(Generic[H]):
 
         :raises RouteError: the pattern is malformed or the verb unknown.
         """
-        verb = verb.upper()
-        if verb not in VERBS:
+        if not isinstance(verb, str) or not verb.isascii() or verb.upper() not in VERBS:
             raise RouteError(f"unknown verb {verb!r}; expected one of {', '.join(sorted(VERBS))}")
+        verb = verb.upper()
         if not isinstance(pattern, str) or not pattern:
             raise RouteError(f"a route pattern is a non-empty string, got {pattern!r}")
         parts, names = _segments(pattern)
