@@ -1,0 +1,159 @@
+"""The ``zmq`` transport: ROUTER servers, DEALER clients, over tcp:// or ipc://."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import attrs
+import zmq
+import zmq.asyncio
+
+import distro_core as distro
+
+from ._connection import ZmqConnection
+from ._context import async_context
+from ._errors import wrap
+from ._listener import ZmqListener
+from ._options import (
+    DEFAULT_MAX_MESSAGE_SIZE,
+    KNOWN_OPTIONS,
+    address_of,
+    client_endpoint,
+    is_ipv6,
+    parse_options,
+    server_endpoint,
+)
+
+__all__ = ["ZmqTransport"]
+
+
+class ZmqTransport(distro.Transport):
+    """Brokerless ZeroMQ transport: a server binds a ROUTER socket, clients connect DEALERs.
+
+    Options (all optional except a client's port or endpoint):
+
+    * ``address``: the host (default ``"127.0.0.1"``). A server binds that interface (``"*"``:
+      every one); a client connects to it. An ``ipc://`` endpoint is accepted here too, so a
+      client can be given an ipc server's ``address`` as it reports it.
+    * ``port``: the tcp port; 0 (the default) on a server picks a free one, which
+      ``server.address`` then reports.
+    * ``endpoint``: a whole ZeroMQ endpoint, ``"tcp://host:port"`` or ``"ipc:///path"``, instead
+      of ``address`` and ``port``. An ipc server reports ``(endpoint, 0)`` as its address.
+    * ``max_message_size``: the largest encoded message in bytes (default 1 MiB). A server
+      makes ZeroMQ refuse bigger frames (the connection that sent one is dropped).
+    * ``hwm``: the high-water mark of every socket, in messages, both ways (default 1000).
+    * ``send_timeout``: seconds a client send waits while its queue is full (default 5).
+    * ``linger``: seconds a closed socket keeps trying to deliver queued frames, 0..10
+      (default 1); closing never blocks.
+    * ``context``: a ``zmq.Context`` to use instead of the process-wide one.
+
+    :raises TypeError: an unknown option, or a ``context`` that is not a ``zmq.Context``.
+    :raises ValueError: an option with a bad value.
+    """
+
+    name: ClassVar[str] = "zmq"
+    capabilities: ClassVar[distro.Capabilities] = distro.Capabilities(
+        ordered=True,
+        reliable=True,
+        max_message_size=DEFAULT_MAX_MESSAGE_SIZE,
+        request_reply=True,
+        acknowledgements=True,
+        fan_out=False,
+        cross_process=True,
+    )
+    api_version: ClassVar[int] = distro.API_VERSION
+
+    def __init__(self, options: Mapping[str, Any]) -> None:
+        unknown = sorted(set(options) - KNOWN_OPTIONS)
+        if unknown:
+            raise TypeError(
+                f"transport 'zmq' got unknown option(s) {', '.join(unknown)}; "
+                f"it takes {', '.join(sorted(KNOWN_OPTIONS))}"
+            )
+        super().__init__(options)
+        self.settings = parse_options(options)
+        context = self.settings.context
+        if context is not None and not isinstance(context, zmq.Context):
+            raise TypeError(
+                f"zmq option context must be a zmq.Context, got {type(context).__name__}"
+            )
+        if self.settings.max_message_size != DEFAULT_MAX_MESSAGE_SIZE:
+            # The class attribute states the default; an instance with another limit says so
+            # itself, and the core reads the limit from the instance.
+            vars(self)["capabilities"] = attrs.evolve(
+                self.capabilities, max_message_size=self.settings.max_message_size
+            )
+
+    def describe(self) -> str:
+        """The transport and the endpoint it binds or connects to."""
+        opts = self.settings
+        if opts.endpoint is not None:
+            return f"zmq({opts.endpoint})"
+        return f"zmq(address={opts.address!r}, port={opts.port})"
+
+    def _socket(self, kind: int, endpoint: str) -> zmq.asyncio.Socket:
+        opts = self.settings
+        try:
+            sock = async_context(opts.context).socket(kind)
+        except zmq.ZMQError as exc:
+            raise wrap(exc, f"making a socket for {endpoint}") from exc
+        sock.setsockopt(zmq.LINGER, opts.linger_ms)
+        sock.setsockopt(zmq.SNDHWM, opts.hwm)
+        sock.setsockopt(zmq.RCVHWM, opts.hwm)
+        if endpoint.startswith("tcp://") and is_ipv6(endpoint[len("tcp://") :]):
+            sock.setsockopt(zmq.IPV6, 1)
+        return sock
+
+    async def listen(self, receiver: distro.Receiver) -> distro.Listener:
+        """Bind a ROUTER socket and start handing frames to ``receiver``.
+
+        :raises distro.AddressInUse: the address and port are taken.
+        :raises distro.TransportError: binding failed otherwise (a bad interface or path).
+        """
+        endpoint = server_endpoint(self.settings)
+        sock = self._socket(zmq.ROUTER, endpoint)
+        try:
+            # A reply to a peer that has gone raises instead of vanishing, so the core counts it.
+            sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+            # Frames over the limit are refused by ZeroMQ before they are buffered.
+            sock.setsockopt(zmq.MAXMSGSIZE, self.settings.max_message_size)
+            sock.bind(endpoint)
+            bound = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        except zmq.ZMQError as exc:
+            sock.close(linger=0)
+            opts = self.settings
+            where = (
+                f"binding {endpoint}"
+                if opts.endpoint is not None or opts.address.startswith("ipc://")
+                else f"binding {endpoint} (address {opts.address}, port {opts.port})"
+            )
+            raise wrap(exc, where) from exc
+        return ZmqListener(sock, receiver, bound, address_of(bound), self.settings.linger_ms)
+
+    async def connect(
+        self, receiver: distro.ClientReceiver, target: tuple[str, int] | None = None
+    ) -> distro.Connection:
+        """Connect a DEALER socket to the server (or to ``target``, for acknowledgements).
+
+        ZeroMQ connects in the background: this does not fail when nothing listens yet.
+
+        :raises ValueError: no server is named (no port, no endpoint).
+        :raises distro.TransportError: the endpoint cannot be used (a bad host or path).
+        """
+        try:
+            endpoint = client_endpoint(self.settings, target)
+        except ValueError as exc:
+            if target is None:
+                raise
+            # A target comes from a message header, not from the user: a link error, not a bug.
+            raise distro.ConnectionError(f"zmq: cannot connect to {target!r}: {exc}") from exc
+        sock = self._socket(zmq.DEALER, endpoint)
+        try:
+            sock.connect(endpoint)
+        except zmq.ZMQError as exc:
+            sock.close(linger=0)
+            raise wrap(exc, f"connecting to {endpoint}") from exc
+        return ZmqConnection(
+            sock, receiver, endpoint, self.settings.send_timeout, self.settings.linger_ms
+        )
