@@ -229,10 +229,9 @@ async def test_replies_go_back_to_each_sender(name: str, factory: distro.Factory
             for n, raw in enumerate((first, second)):
                 request = distro.message({"uri": f"/who/{n}-{round_}", "replyTo": "r"})
                 raw.sendto(request.to_bytes(), server.address)
-        answers = []
+        answers: list[list[str]] = []
         for raw in (first, second):
-            payloads = [distro.parse(await raw.recv()).payload for _ in range(3)]
-            answers.append(sorted(payloads))  # type: ignore[type-var]
+            answers.append(sorted([distro.parse(await raw.recv()).payload for _ in range(3)]))
     assert answers == [[f"0-{r}" for r in range(3)], [f"1-{r}" for r in range(3)]]
 
 
@@ -384,9 +383,9 @@ async def test_received_reaches_another_server(name: str, factory: distro.Factor
     async with origin, target:
         host, port = target.address
         async with factory.client(address=host, port=port) as client:
+            ack_host, ack_port = origin.address
             for n in range(3):
-                headers = {"uri": "/order", "verb": "POST", "address": origin.address[0]}
-                headers["port"] = origin.address[1]
+                headers = {"uri": "/order", "verb": "POST", "address": ack_host, "port": ack_port}
                 await client.send(distro.message(headers, n))
             await acks.wait_for(3)
     assert {m.uri for m in acks.messages} == {"RECEIVED"}
