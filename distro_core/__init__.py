@@ -16,6 +16,11 @@ Everything public is re-exported here; the ``_modules`` behind it are private.
 
 from __future__ import annotations
 
+# First: loading the ``transports`` subpackage binds that name on this package, which must not
+# clobber the public ``transports()`` function imported below.
+from .transports.memory import MemoryNetwork
+
+# isort: split
 from ._client import Client, SyncClient
 from ._exceptions import (
     AddressInUse,
@@ -48,7 +53,6 @@ from ._transport import (
     Transport,
 )
 from .hookspecs import ENTRY_POINT_GROUP, hookimpl, hookspec
-from .transports.memory import MemoryNetwork
 
 __version__ = "0.1.0"
 

@@ -83,7 +83,8 @@ class Registry:
         self._use_entry_points = entry_points
         self._entry_points_loaded = False
         self._table: dict[str, list[TransportInfo]] | None = None
-        from . import transports as bundled
+        # Not ``from . import transports``: that finds the package's transports() function.
+        bundled = importlib.import_module(".transports", __package__)
 
         self.register(bundled, name="distro_core.transports", distribution=CORE_DISTRIBUTION)
 
