@@ -1,0 +1,20 @@
+"""distro-pigeon: an example third-party transport for distro, over Unix-domain sockets.
+
+Installing the distribution is all it takes: its ``distro.transports`` entry point names this
+module, whose hook gives distro the transport class, so ``distro.create("pigeon")`` works with
+no import of ``distro_pigeon`` by the user.
+"""
+
+from __future__ import annotations
+
+import distro_core as distro
+
+from ._transport import MAX_MESSAGE_SIZE, PigeonTransport, default_roost
+
+__all__ = ["MAX_MESSAGE_SIZE", "PigeonTransport", "default_roost", "distro_register_transports"]
+
+
+@distro.hookimpl
+def distro_register_transports() -> list[type[distro.Transport]]:
+    """Give distro the pigeon transport."""
+    return [PigeonTransport]
