@@ -1,0 +1,230 @@
+"""The newline frame decoder (distro_core.framing): pure code, tested as h11 tests its parser:
+on the whole buffer, byte by byte, split at arbitrary points, and with trailing data."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import distro_core as distro
+from distro_core.framing import (
+    DEFAULT_MAX_FRAME_SIZE,
+    FrameDecoder,
+    FrameTooLarge,
+    FramingError,
+    TruncatedFrame,
+    encode_frame,
+)
+
+frame_bodies = st.binary(max_size=64).map(lambda b: b.replace(b"\n", b""))
+
+
+def feed_all(decoder: FrameDecoder, chunks: list[bytes]) -> list[bytes]:
+    frames: list[bytes] = []
+    for chunk in chunks:
+        if chunk:  # b"" is end of stream, not an empty read
+            frames.extend(decoder.feed(chunk))
+    return frames
+
+
+def split_at(data: bytes, cuts: list[int]) -> list[bytes]:
+    points = sorted({min(c, len(data)) for c in cuts})
+    edges = [0, *points, len(data)]
+    return [data[a:b] for a, b in itertools.pairwise(edges)]
+
+
+# -- round trips -----------------------------------------------------------------------------
+
+
+@given(st.lists(frame_bodies, max_size=30), st.lists(st.integers(min_value=0), max_size=40))
+def test_frames_split_at_arbitrary_points_decode_to_the_originals(
+    frames: list[bytes], cuts: list[int]
+) -> None:
+    stream = b"".join(encode_frame(f) for f in frames)
+    decoder = FrameDecoder()
+    assert feed_all(decoder, split_at(stream, cuts)) == frames
+    assert decoder.buffered == 0
+    assert decoder.feed(b"") == []
+
+
+@given(st.lists(frame_bodies, max_size=12))
+def test_frames_fed_byte_by_byte_decode_to_the_originals(frames: list[bytes]) -> None:
+    stream = b"".join(encode_frame(f) for f in frames)
+    decoder = FrameDecoder()
+    got = feed_all(decoder, [stream[i : i + 1] for i in range(len(stream))])
+    assert got == frames
+    assert decoder.feed(b"") == []
+
+
+def test_many_frames_in_one_chunk_come_out_in_order() -> None:
+    frames = [b'{"n":%d}' % i for i in range(1000)]
+    assert FrameDecoder().feed(b"".join(encode_frame(f) for f in frames)) == frames
+
+
+def test_blank_lines_are_empty_frames() -> None:
+    assert FrameDecoder().feed(b"\n\na\n") == [b"", b"", b"a"]
+
+
+def test_a_partial_frame_waits_for_its_newline() -> None:
+    decoder = FrameDecoder()
+    assert decoder.feed(b'{"a":1}\n{"b"') == [b'{"a":1}']
+    assert decoder.buffered == 4
+    assert decoder.feed(b":2") == []
+    assert decoder.feed(b'}\n{"c":3}\n') == [b'{"b":2}', b'{"c":3}']
+    assert decoder.buffered == 0
+
+
+def test_frames_are_bytes() -> None:
+    decoder = FrameDecoder()
+    decoder.feed(b"ab")
+    [frame] = decoder.feed(b"c\n")
+    assert type(frame) is bytes and frame == b"abc"
+
+
+# -- end of stream ---------------------------------------------------------------------------
+
+
+@given(st.lists(frame_bodies, max_size=10), st.binary(min_size=1, max_size=50))
+def test_trailing_partial_data_is_reported_at_end_of_stream(
+    frames: list[bytes], tail: bytes
+) -> None:
+    tail = tail.replace(b"\n", b"") or b"x"
+    decoder = FrameDecoder()
+    stream = b"".join(encode_frame(f) for f in frames) + tail
+    assert decoder.feed(stream) == frames
+    with pytest.raises(TruncatedFrame) as info:
+        decoder.feed(b"")
+    assert info.value.size == len(tail)
+    assert isinstance(info.value, distro.MessageError)
+    assert decoder.feed(b"") == []  # end of stream twice is still just the end
+
+
+def test_data_after_end_of_stream_is_an_error() -> None:
+    decoder = FrameDecoder()
+    assert decoder.feed(b"") == []
+    with pytest.raises(FramingError, match="end of the stream"):
+        decoder.feed(b"a\n")
+
+
+# -- size limit ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("split", [False, True])
+def test_a_frame_of_exactly_the_limit_passes_and_one_more_byte_fails(split: bool) -> None:
+    limit = 100
+    decoder = FrameDecoder(max_frame_size=limit)
+    exact = b"x" * limit
+    chunks = [exact[:30], exact[30:] + b"\n"] if split else [exact + b"\n"]
+    assert feed_all(decoder, chunks) == [exact]
+    over = b"y" * (limit + 1)
+    decoder = FrameDecoder(max_frame_size=limit)
+    with pytest.raises(FrameTooLarge) as info:
+        feed_all(decoder, [over[:30], over[30:] + b"\n"] if split else [over + b"\n"])
+    assert (info.value.size, info.value.limit) == (limit + 1, limit)
+    assert str(limit) in str(info.value)
+
+
+def test_a_partial_frame_at_the_limit_waits_and_one_byte_more_fails() -> None:
+    decoder = FrameDecoder(max_frame_size=10)
+    assert decoder.feed(b"a" * 10) == []
+    assert decoder.buffered == 10
+    with pytest.raises(FrameTooLarge):
+        decoder.feed(b"a")
+
+
+def test_frames_before_an_oversized_one_are_handed_over_with_the_error() -> None:
+    decoder = FrameDecoder(max_frame_size=8)
+    with pytest.raises(FrameTooLarge) as info:
+        decoder.feed(b"one\ntwo\n" + b"z" * 20 + b"\nthree\n")
+    assert info.value.frames == [b"one", b"two"]
+    with pytest.raises(FramingError):
+        decoder.feed(b"more\n")  # an error is terminal, as in h11
+    assert decoder.feed(b"") == []
+
+
+def test_a_long_stream_without_newline_never_buffers_past_the_limit() -> None:
+    limit = 64 * 1024
+    decoder = FrameDecoder(max_frame_size=limit)
+    chunk = b"x" * 4096
+    fed = 0
+    with pytest.raises(FrameTooLarge):
+        while fed < 10 * 1024 * 1024:
+            decoder.feed(chunk)
+            fed += len(chunk)
+            assert decoder.buffered <= limit
+    assert fed <= limit  # it failed as soon as the limit was passed
+    assert decoder.buffered == 0
+
+
+def test_the_default_limit_is_one_mebibyte() -> None:
+    decoder = FrameDecoder()
+    assert decoder.max_frame_size == DEFAULT_MAX_FRAME_SIZE == 1_048_576
+    assert decoder.feed(b"a" * DEFAULT_MAX_FRAME_SIZE + b"\n") == [b"a" * DEFAULT_MAX_FRAME_SIZE]
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "10", None])
+def test_a_bad_limit_is_a_value_error(bad: object) -> None:
+    with pytest.raises(ValueError, match="max_frame_size"):
+        FrameDecoder(max_frame_size=bad)  # type: ignore[arg-type]
+
+
+# -- arbitrary input -------------------------------------------------------------------------
+
+
+@settings(max_examples=300)
+@given(
+    st.lists(st.binary(max_size=200), max_size=20),
+    st.integers(min_value=1, max_value=300),
+)
+def test_arbitrary_bytes_raise_only_framing_errors_and_lose_nothing(
+    chunks: list[bytes], limit: int
+) -> None:
+    decoder = FrameDecoder(max_frame_size=limit)
+    stream = b"".join(chunks)
+    got: list[bytes] = []
+    try:
+        got = feed_all(decoder, chunks)
+        decoder.feed(b"")
+    except FrameTooLarge as exc:
+        got.extend(exc.frames)
+        assert exc.size > limit
+        assert any(len(line) > limit for line in stream.split(b"\n"))
+    except TruncatedFrame as exc:
+        assert stream[len(stream) - exc.size :].count(b"\n") == 0
+    else:
+        assert stream.endswith(b"\n") or not stream
+    # Whatever came out is the stream's leading whole lines, each within the limit.
+    assert got == stream.split(b"\n")[: len(got)]
+    assert all(len(frame) <= limit for frame in got)
+    assert decoder.buffered <= limit
+
+
+# -- encoding --------------------------------------------------------------------------------
+
+
+def test_encode_frame_adds_the_newline() -> None:
+    msg = distro.message({"uri": "/a", "verb": "POST"}, {"text": "two\nlines"})
+    data = msg.to_bytes()
+    assert encode_frame(data) == data + b"\n"
+    assert FrameDecoder().feed(encode_frame(data)) == [data]
+
+
+def test_encode_frame_refuses_a_raw_newline() -> None:
+    with pytest.raises(distro.MessageError, match="newline"):
+        encode_frame(b'{"a":\n1}')
+
+
+@given(st.text(max_size=50), st.integers(), st.floats(allow_nan=False, allow_infinity=False))
+def test_encoded_messages_never_hold_a_raw_newline(text: str, n: int, x: float) -> None:
+    try:
+        msg = distro.message(
+            {"uri": "/t", "verb": "POST", "x-h": text}, {"s": text, "n": n, "x": x}
+        )
+    except distro.MessageError:
+        return  # lone surrogates and the like cannot be messages at all
+    frame = encode_frame(msg.to_bytes())
+    assert frame.count(b"\n") == 1
+    assert distro.parse(FrameDecoder().feed(frame)[0]) == msg

@@ -1,0 +1,440 @@
+"""The tcp transport beyond the shared suite: bad input from raw sockets, frame limits,
+reconnection, back-pressure, bounded close, and errors mapped to distro's own exceptions."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+import tracemalloc
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+
+import distro_core as distro
+from distro_core.testing import Recorder, wait_until
+
+
+@pytest.fixture
+def factory() -> distro.Factory:
+    return distro.create("tcp")
+
+
+def _ipv6_loopback_usable() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as sock:
+            sock.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+def _free_port() -> int:
+    """A port nothing listens on (bound and released, so the kernel just handed it out)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def frame(headers: dict[str, Any], payload: Any = None, id: str = "raw-1") -> bytes:
+    return json.dumps({"id": id, "headers": headers, "payload": payload}).encode() + b"\n"
+
+
+@asynccontextmanager
+async def serving(factory: distro.Factory, **options: Any) -> AsyncIterator[distro.Server]:
+    """A server with ``POST /good`` (recorded in ``server.good``) and ``GET /echo/{word}``."""
+    server = factory.server({"port": 0, **options})
+    good = Recorder()
+    server.post("/good", good)
+    server.get("/echo/{word}", lambda m: m.params["word"])
+    server.good = good  # type: ignore[attr-defined]
+    async with server:
+        yield server
+
+
+async def still_serves(factory: distro.Factory, server: distro.Server, word: str = "ok") -> None:
+    """A good request on a new connection is answered."""
+    async with factory.client(port=server.address[1]) as client:
+        reply = await client.request(distro.message({"uri": f"/echo/{word}"}), timeout=5)
+    assert reply.payload == word
+
+
+async def dropped(server: distro.Server, reason: str, count: int = 1) -> None:
+    await wait_until(
+        lambda: server.stats.dropped.get(reason, 0) >= count, what=f"{count} {reason} drop(s)"
+    )
+    assert server.stats.dropped[reason] == count
+
+
+async def raw(server: distro.Server) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    host, port = server.address
+    return await asyncio.open_connection(host, port)
+
+
+# -- bad input never stops a server -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        pytest.param(b"hello there, not json at all", id="garbage"),
+        pytest.param(b'{"id":"1","headers":{"uri":"/good\xff\xfe"}}', id="invalid-utf8"),
+        pytest.param(b"[1, 2, 3]", id="json-not-a-message"),
+        pytest.param(b'{"id":"1","headers":{"verb":"POST"},"payload":1}', id="missing-uri"),
+        pytest.param(b"\x00\x01\x02\r", id="control-bytes"),
+    ],
+)
+async def test_a_bad_line_is_counted_and_the_server_goes_on(
+    factory: distro.Factory, line: bytes
+) -> None:
+    async with serving(factory) as server:
+        reader, writer = await raw(server)
+        writer.write(line + b"\n")
+        await writer.drain()
+        await dropped(server, "invalid")
+        # The same connection still works: a bad line is one bad message, not a bad stream.
+        writer.write(frame({"uri": "/echo/same", "replyTo": "x"}, id="r1"))
+        reply = json.loads(await asyncio.wait_for(reader.readline(), 5))
+        assert reply["payload"] == "same"
+        writer.close()
+        await still_serves(factory, server)
+    assert server.stats.received == 3
+
+
+async def test_ten_megabytes_without_a_newline_disconnects_the_peer_only(
+    factory: distro.Factory,
+) -> None:
+    async with serving(factory) as server:
+        reader, writer = await raw(server)
+        chunk = b"x" * 65536
+        tracemalloc.start()
+        try:
+            sent = 0
+            with pytest.raises(ConnectionError):
+                while sent < 10 * 1024 * 1024:
+                    writer.write(chunk)
+                    await writer.drain()
+                    sent += len(chunk)
+                # Everything fitted in socket buffers before the reset came back: read it.
+                if await asyncio.wait_for(reader.read(), 5) == b"":
+                    raise ConnectionResetError("closed by the server")
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        writer.close()
+        await dropped(server, "too_large")
+        assert peak < 6 * 1024 * 1024, f"peak traced memory {peak} bytes"
+        await still_serves(factory, server)
+
+
+async def test_a_smaller_max_frame_size_disconnects_earlier_and_the_client_reconnects(
+    factory: distro.Factory,
+) -> None:
+    async with (
+        serving(factory, max_frame_size=200) as server,
+        factory.client(port=server.address[1]) as client,
+    ):
+        big = distro.message({"uri": "/echo/big"}, "z" * 300)
+        started = time.monotonic()
+        with pytest.raises(distro.ConnectionError):
+            await client.request(big, timeout=10)
+        assert time.monotonic() - started < 5  # failed at once, not by time-out
+        await dropped(server, "too_large")
+        reply = await client.request(distro.message({"uri": "/echo/small"}), timeout=5)
+        assert reply.payload == "small"
+
+
+async def test_a_stalled_peer_does_not_block_others_or_close(factory: distro.Factory) -> None:
+    server = factory.server(port=0)
+    server.get("/echo/{word}", lambda m: m.params["word"])
+    await server.start()
+    try:
+        idle_reader, idle_writer = await raw(server)  # connects, sends nothing
+        half_reader, half_writer = await raw(server)
+        half_writer.write(b'{"id":"1","headers":{"uri":')  # and then nothing more
+        await half_writer.drain()
+        await still_serves(factory, server)
+    finally:
+        started = time.monotonic()
+        await asyncio.wait_for(server.aclose(), 5)
+    assert time.monotonic() - started < 3
+    assert await asyncio.wait_for(idle_reader.read(), 5) == b""  # the server closed them
+    assert await asyncio.wait_for(half_reader.read(), 5) == b""
+    assert server.stats.dropped == {"truncated": 1}  # the half frame, cut off by the close
+    idle_writer.close()
+    half_writer.close()
+
+
+async def test_a_peer_that_never_reads_its_replies_is_bounded_and_close_is_too(
+    factory: distro.Factory,
+) -> None:
+    server = factory.server(port=0)
+    server.get("/blob", lambda m: "b" * 100_000)
+    await server.start()
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(server.address)
+    try:
+        # 500 requests (30 kB) asking for 50 MB of replies, none of which is ever read.
+        sock.sendall(
+            b"".join(frame({"uri": "/blob", "replyTo": "x"}, id=f"q{i}") for i in range(500))
+        )
+        await wait_until(lambda: server.stats.replies_sent > 0, what="replies written")
+        # The server stops reading a peer whose replies pile up, so most requests stay unread.
+        with pytest.raises(AssertionError):
+            await wait_until(lambda: server.stats.received >= 500, timeout=1.0)
+        assert server.stats.replies_sent < 100
+        started = time.monotonic()
+        await asyncio.wait_for(server.aclose(), 5)
+        assert time.monotonic() - started < 3
+    finally:
+        sock.close()
+        await server.aclose()
+
+
+async def test_a_peer_that_disconnects_mid_frame_is_counted_truncated(
+    factory: distro.Factory,
+) -> None:
+    async with serving(factory) as server:
+        _, writer = await raw(server)
+        writer.write(frame({"uri": "/good", "verb": "POST"}, 1) + b'{"id":"2","headers":{"ur')
+        await writer.drain()
+        writer.close()
+        await dropped(server, "truncated")
+        await server.good.wait_for(1)  # type: ignore[attr-defined]
+        await still_serves(factory, server)
+    assert server.stats.handled == 2
+
+
+async def test_many_frames_in_one_write_are_all_handled_in_order(factory: distro.Factory) -> None:
+    async with serving(factory) as server:
+        _, writer = await raw(server)
+        writer.write(
+            b"".join(frame({"uri": "/good", "verb": "POST"}, i, f"m{i}") for i in range(300))
+        )
+        await writer.drain()
+        got = await server.good.wait_for(300)  # type: ignore[attr-defined]
+        assert [m.payload for m in got] == list(range(300))
+        writer.close()
+
+
+async def test_one_frame_written_byte_by_byte_is_one_message_with_a_reply(
+    factory: distro.Factory,
+) -> None:
+    async with serving(factory) as server:
+        reader, writer = await raw(server)
+        data = frame({"uri": "/echo/bytewise", "replyTo": "anything"}, id="b1")
+        for i in range(len(data)):
+            writer.write(data[i : i + 1])
+            await writer.drain()
+        reply = json.loads(await asyncio.wait_for(reader.readline(), 5))
+        assert reply["headers"]["inReplyTo"] == "b1"
+        assert reply["payload"] == "bytewise"
+        writer.close()
+    assert server.stats.received == 1
+    assert server.stats.dropped == {}
+
+
+# -- addresses -------------------------------------------------------------------------------
+
+
+async def test_address_in_use_names_the_address_and_port(factory: distro.Factory) -> None:
+    async with serving(factory) as first:
+        host, port = first.address
+        second = factory.server(port=port)
+        with pytest.raises(distro.AddressInUse) as info:
+            await second.start()
+    assert str(port) in str(info.value) and host in str(info.value)
+    assert isinstance(info.value.__cause__, OSError)
+
+
+async def test_the_address_defaults_to_loopback(factory: distro.Factory) -> None:
+    async with serving(factory) as server:
+        assert server.address[0] == "127.0.0.1"
+        async with factory.client(port=server.address[1]) as client:  # client default too
+            reply = await client.request(distro.message({"uri": "/echo/lo"}), timeout=5)
+    assert reply.payload == "lo"
+
+
+@pytest.mark.skipif(not _ipv6_loopback_usable(), reason="no IPv6 loopback on this machine")
+async def test_ipv6_loopback_with_request_and_received(factory: distro.Factory) -> None:
+    origin = factory.server(address="::1", port=0)
+    acks = Recorder()
+    origin.receive(acks)
+    async with origin, serving(factory, address="::1") as server:
+        assert server.address[0] == "::1"
+        async with factory.client(address="::1", port=server.address[1]) as client:
+            reply = await client.request(distro.message({"uri": "/echo/six"}), timeout=5)
+            sent = distro.message(
+                {"uri": "/good", "verb": "POST", "address": "::1", "port": origin.address[1]}
+            )
+            await client.send(sent)
+            [ack] = await acks.wait_for(1)  # sent to the sender's own host, so allowed
+    assert reply.payload == "six"
+    assert ack.payload == {"msgId": sent.id}
+
+
+async def test_a_client_to_a_port_nobody_listens_on_gets_connection_error(
+    factory: distro.Factory,
+) -> None:
+    client = factory.client(port=_free_port(), connect_timeout=2)
+    started = time.monotonic()
+    with pytest.raises(distro.ConnectionError) as info:
+        await client.open()
+    assert time.monotonic() - started < 3
+    assert "127.0.0.1" in str(info.value)
+    assert isinstance(info.value.__cause__, OSError)
+
+
+async def test_connect_timeout_bounds_a_connect_that_gets_no_answer(
+    factory: distro.Factory,
+) -> None:
+    # A listening socket whose accept queue is full drops new SYNs: the connect just hangs.
+    with socket.socket() as full:
+        full.bind(("127.0.0.1", 0))
+        full.listen(0)
+        fillers = []
+        try:
+            for _ in range(8):
+                filler = socket.socket()
+                filler.setblocking(False)
+                filler.connect_ex(full.getsockname())
+                fillers.append(filler)
+            client = factory.client(port=full.getsockname()[1], connect_timeout=0.3)
+            started = time.monotonic()
+            with pytest.raises(distro.ConnectionError, match=r"within 0\.3s"):
+                await client.open()
+            assert time.monotonic() - started < 2
+        finally:
+            for filler in fillers:
+                filler.close()
+
+
+# -- reconnection ----------------------------------------------------------------------------
+
+
+async def test_a_lost_server_fails_pending_requests_at_once_then_send_reconnects(
+    factory: distro.Factory,
+) -> None:
+    """Exactly what happens: the server goes away -> the pending request fails with
+    ConnectionError at once; a send while nobody listens -> ConnectionError (the reconnect is
+    refused); the server is back on the same port -> the next send reconnects and arrives."""
+    first = factory.server(port=0, close_timeout=0.1)
+    hanging = asyncio.Event()
+
+    @first.get("/hang")
+    async def hang(msg: distro.Message) -> None:
+        hanging.set()
+        await asyncio.Event().wait()
+
+    await first.start()
+    port = first.address[1]
+    async with factory.client(port=port) as client:
+        pending = asyncio.ensure_future(client.request(distro.message({"uri": "/hang"}), 30))
+        await asyncio.wait_for(hanging.wait(), 5)
+        started = time.monotonic()
+        await first.aclose()
+        with pytest.raises(distro.ConnectionError):
+            await asyncio.wait_for(pending, 5)
+        assert time.monotonic() - started < 3
+
+        with pytest.raises(distro.ConnectionError, match=str(port)):
+            await client.send(distro.message({"uri": "/good", "verb": "POST"}, "nobody"))
+
+        async with serving(factory, port=port) as second:
+            await client.send(distro.message({"uri": "/good", "verb": "POST"}, "back"))
+            [msg] = await second.good.wait_for(1)  # type: ignore[attr-defined]
+            reply = await client.request(distro.message({"uri": "/echo/again"}), timeout=5)
+    assert msg.payload == "back"
+    assert reply.payload == "again"
+
+
+async def test_a_client_works_again_after_the_server_restarts(factory: distro.Factory) -> None:
+    """Without a request pending, the client may not have seen the old connection close when
+    it next sends; that first request then fails at once with ConnectionError (the old
+    connection is reset), never silently by time-out, and the one after it reconnects."""
+    async with serving(factory) as first:
+        port = first.address[1]
+        client = factory.client(port=port)
+        await client.open()
+        assert (await client.request(distro.message({"uri": "/echo/one"}), 5)).payload == "one"
+    try:
+        async with serving(factory, port=port):
+            for attempt in range(2):
+                try:
+                    reply = await client.request(distro.message({"uri": "/echo/two"}), 5)
+                    break
+                except distro.ConnectionError:
+                    assert attempt == 0
+            assert reply.payload == "two"
+    finally:
+        await client.aclose()
+
+
+# -- back-pressure and limits ----------------------------------------------------------------
+
+
+async def test_client_send_waits_for_the_socket_when_the_server_is_not_reading(
+    factory: distro.Factory,
+) -> None:
+    server = factory.server(port=0, max_concurrency=1, close_timeout=0.1)
+    release = asyncio.Event()
+    got = Recorder()
+
+    @server.post("/slow")
+    async def slow(msg: distro.Message) -> None:
+        await release.wait()
+        got(msg)
+
+    payload = "p" * 250_000
+    async with server, factory.client(port=server.address[1]) as client:
+
+        async def flood() -> None:
+            for i in range(200):  # 50 MB: far more than socket buffers hold
+                await client.send(distro.message({"uri": "/slow", "verb": "POST"}, [i, payload]))
+
+        flooding = asyncio.ensure_future(flood())
+        done, _ = await asyncio.wait({flooding}, timeout=1.0)
+        assert not done, "send() buffered 50 MB instead of waiting for the socket"
+        release.set()
+        await asyncio.wait_for(flooding, 20)
+        messages = await got.wait_for(200, timeout=20)
+    assert [m.payload[0] for m in messages] == list(range(200))
+
+
+async def test_a_client_max_frame_size_sets_its_message_limit(factory: distro.Factory) -> None:
+    async with (
+        serving(factory) as server,
+        factory.client(port=server.address[1], max_frame_size=100) as client,
+    ):
+        with pytest.raises(distro.MessageTooLarge) as info:
+            await client.send(distro.message({"uri": "/good", "verb": "POST"}, "x" * 100))
+        assert info.value.limit == 100
+    assert factory.transport.capabilities.max_message_size == 1_048_576
+
+
+@pytest.mark.parametrize(
+    ("options", "error"),
+    [
+        ({"port": 70000}, ValueError),
+        ({"port": "80"}, ValueError),
+        ({"address": ""}, ValueError),
+        ({"max_frame_size": 0}, ValueError),
+        ({"connect_timeout": -1}, ValueError),
+        ({"connect_timeout": float("nan")}, ValueError),
+        ({"bogus": 1}, TypeError),
+    ],
+)
+def test_bad_options_are_refused(
+    factory: distro.Factory, options: dict[str, Any], error: type[Exception]
+) -> None:
+    with pytest.raises(error):
+        factory.server(**options)
+
+
+async def test_a_client_without_a_port_is_a_value_error(factory: distro.Factory) -> None:
+    with pytest.raises(ValueError, match="port"):
+        await factory.client().open()
