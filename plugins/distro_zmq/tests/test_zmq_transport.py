@@ -1,0 +1,178 @@
+"""zmq-specific behaviour beyond the conformance kit: ipc, IPv6, busy ports, absent servers,
+the high-water mark and the message size limit."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+import distro_core as distro
+from distro_core.testing import Recorder
+
+
+def _free_port() -> int:
+    """A tcp port nothing listens on (bound, then released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+async def test_ipc_endpoint_serves_requests_and_reports_it_as_the_address(
+    tmp_path: Path,
+) -> None:
+    factory = distro.create("zmq")
+    endpoint = f"ipc://{tmp_path}/orders.sock"
+    server = factory.server(endpoint=endpoint)
+    got = Recorder()
+    server.post("/note", got)
+    server.get("/echo/{w}", lambda m: m.params["w"])
+    async with server:
+        assert server.address == (endpoint, 0)
+        # The reported address works as client options, as a tcp server's does.
+        address, port = server.address
+        async with factory.client(address=address, port=port) as client:
+            await client.send(distro.message({"uri": "/note", "verb": "POST"}, 1))
+            reply = await client.request(distro.message({"uri": "/echo/ipc"}), timeout=5)
+        async with factory.client(endpoint=endpoint) as client:
+            await client.send(distro.message({"uri": "/note", "verb": "POST"}, 2))
+            await got.wait_for(2)
+    assert reply.payload == "ipc"
+    assert got.payloads == [1, 2]
+    assert got.messages[0].params == {}
+
+
+async def test_ipc_in_a_missing_directory_is_a_transport_error(tmp_path: Path) -> None:
+    server = distro.create("zmq").server(endpoint=f"ipc://{tmp_path}/no/such/dir/s.sock")
+    with pytest.raises(distro.TransportError, match="no/such/dir") as info:
+        await server.start()
+    assert info.value.__cause__ is not None
+
+
+async def test_ipv6_loopback() -> None:
+    factory = distro.create("zmq")
+    server = factory.server(address="::1", port=0)
+    server.get("/v6", lambda m: "six")
+    async with server:
+        host, port = server.address
+        assert host == "::1" and port > 0
+        async with factory.client(address=host, port=port) as client:
+            reply = await client.request(distro.message({"uri": "/v6"}), timeout=5)
+    assert reply.payload == "six"
+
+
+async def test_a_taken_port_raises_address_in_use_naming_address_and_port() -> None:
+    factory = distro.create("zmq")
+    async with factory.server(port=0) as first:
+        port = first.address[1]
+        second = factory.server(port=port)
+        with pytest.raises(distro.AddressInUse) as info:
+            await second.start()
+    assert "127.0.0.1" in str(info.value) and str(port) in str(info.value)
+    assert info.value.__cause__ is not None
+    assert not second.is_serving
+
+
+async def test_a_port_held_by_a_plain_socket_raises_address_in_use() -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        with pytest.raises(distro.AddressInUse, match=str(port)):
+            await distro.create("zmq").server(port=port).start()
+
+
+async def test_a_request_to_nothing_listening_times_out_and_close_is_bounded() -> None:
+    # ZeroMQ connects in the background: open succeeds, the frame waits in the queue, and the
+    # request ends with RequestTimeout at its deadline rather than hanging.
+    client = distro.create("zmq").client(port=_free_port(), linger=0.5)
+    async with client:
+        started = time.monotonic()
+        with pytest.raises(distro.RequestTimeout):
+            await client.request(distro.message({"uri": "/anyone"}), timeout=0.3)
+        assert time.monotonic() - started < 2
+        await client.send(distro.message({"uri": "/queued", "verb": "POST"}))
+        started = time.monotonic()
+    assert time.monotonic() - started < 2
+
+
+async def test_sends_to_nothing_listening_stop_at_the_high_water_mark() -> None:
+    client = distro.create("zmq").client(port=_free_port(), hwm=4, send_timeout=0.2)
+    sent = 0
+    async with client:
+        with pytest.raises(distro.TransportError, match="high-water mark") as info:
+            for _ in range(100):
+                await client.send(distro.message({"uri": "/void", "verb": "POST"}))
+                sent += 1
+    assert 1 <= sent < 100
+    assert not isinstance(info.value, distro.ConnectionError)
+
+
+async def test_frames_sent_before_the_server_starts_are_delivered_once_it_does() -> None:
+    factory = distro.create("zmq")
+    port = _free_port()
+    got = Recorder()
+    async with factory.client(port=port) as client:
+        for i in range(5):
+            await client.send(distro.message({"uri": "/early", "verb": "POST"}, i))
+        server = factory.server(port=port)
+        server.post("/early", got)
+        async with server:
+            await got.wait_for(5, timeout=10)
+    assert got.payloads == [0, 1, 2, 3, 4]
+
+
+async def test_max_message_size_option_bounds_both_ends() -> None:
+    factory = distro.create("zmq")
+    server = factory.server(max_message_size=2000)
+    got = Recorder()
+    server.post("/m", got)
+    async with server:
+        _, port = server.address
+        async with factory.client(port=port, max_message_size=2000) as client:
+            with pytest.raises(distro.MessageTooLarge, match="2000"):
+                await client.send(distro.message({"uri": "/m", "verb": "POST"}, "x" * 2000))
+        # A client that allows more than the server: ZeroMQ drops its connection on the
+        # oversized frame, and the server serves the next client as before.
+        async with factory.client(port=port) as careless:
+            await careless.send(distro.message({"uri": "/m", "verb": "POST"}, "y" * 5000))
+        async with factory.client(port=port) as client:
+            await client.send(distro.message({"uri": "/m", "verb": "POST"}, "fits"))
+            [msg] = await got.wait_for(1)
+    assert msg.payload == "fits"
+    assert server.stats.received == 1
+
+
+async def test_a_shared_zmq_context_can_be_passed_in() -> None:
+    import zmq
+
+    context = zmq.Context()
+    try:
+        factory = distro.create("zmq")
+        server = factory.server(context=context)
+        server.get("/ctx", lambda m: "own")
+        async with server, factory.client(port=server.address[1], context=context) as client:
+            reply = await client.request(distro.message({"uri": "/ctx"}), timeout=5)
+        assert reply.payload == "own"
+    finally:
+        context.term()
+
+
+async def test_many_concurrent_clients() -> None:
+    factory = distro.create("zmq")
+    server = factory.server()
+    server.get("/who/{n}", lambda m: int(m.params["n"]))
+    async with server:
+        port = server.address[1]
+
+        async def one(n: int) -> object:
+            async with factory.client(port=port) as client:
+                reply = await client.request(distro.message({"uri": f"/who/{n}"}), timeout=5)
+                return reply.payload
+
+        answers = await asyncio.gather(*(one(n) for n in range(20)))
+    assert answers == list(range(20))
