@@ -1,0 +1,135 @@
+"""The distro side of every scenario, for any transport: written as a user would write it.
+
+The sender builds each message with ``distro.message(...)`` (a fresh id each time) and awaits
+``client.send``; the receiver is a server with one ``POST`` route whose plain handler counts the
+message (the core has decoded and routed it by then). Request/reply: a plain handler returns
+the payload; the client awaits ``client.request``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from harness import (
+    HOST4,
+    HOST6,
+    REDIS_URL,
+    Counter,
+    Paced,
+    Shared,
+    payload,
+    receiver_report,
+    rr_phases,
+    socket_buffers,
+    wait_done,
+    wait_stop,
+)
+
+import distro_core as distro
+
+
+def server_options(name: str) -> dict[str, Any]:
+    """The options a benchmark server of transport ``name`` is made with (loopback only)."""
+    if name == "udp6":
+        return {"address": HOST6, "port": 0}
+    if name == "redis":
+        return {"url": REDIS_URL}
+    return {"address": HOST4, "port": 0}
+
+
+def client_options(name: str, address: Any) -> dict[str, Any]:
+    """The options a client of the server at ``address`` (its ``server.address``) needs."""
+    if name == "redis":
+        return {"url": REDIS_URL}
+    return {"address": address[0], "port": address[1]}
+
+
+def _address(server: distro.Server) -> Any:
+    return list(server.address)
+
+
+def receiver(params: dict[str, Any], shared: Shared, results: Any) -> None:
+    async def main() -> None:
+        factory = distro.create(params["transport"])
+        server = factory.server(**server_options(params["transport"]))
+        counter = Counter(shared)
+        hit = counter.hit
+
+        @server.post(params["uri"])
+        def on_message(msg: distro.Message) -> None:
+            hit()
+
+        async with server:
+            results.put(("ready", _address(server)))
+            await wait_done(counter, shared, time.perf_counter() + params["timeout"])
+            stats = server.stats
+            extra = {"server_received": stats.received, "dropped": dict(stats.dropped)}
+            if isinstance(server.address[1], int):
+                extra.update(socket_buffers(server.address[1]))
+        results.put(("receiver", receiver_report(counter, shared, **extra)))
+
+    asyncio.run(main())
+
+
+def sender(params: dict[str, Any], address: Any, shared: Shared, results: Any) -> None:
+    async def main() -> None:
+        name = params["transport"]
+        factory = distro.create(name)
+        message = distro.message
+        async with factory.client(**client_options(name, address)) as client:
+            send = client.send
+            headers = {"uri": params["uri"], "verb": "POST"}
+            count = params["count"]
+            paced = Paced(shared, params)
+            paced.start()
+            n = 0
+            while n < count:
+                await send(message(headers, payload(n)))
+                n += 1
+                if not n % paced.burst and not await paced.pause(n):
+                    break
+            report = paced.finish(n)
+        results.put(("sender", report))
+
+    asyncio.run(main())
+
+
+def echo_server(params: dict[str, Any], shared: Shared, results: Any) -> None:
+    async def main() -> None:
+        factory = distro.create(params["transport"])
+        server = factory.server(**server_options(params["transport"]))
+
+        @server.post(params["uri"])
+        def echo(msg: distro.Message) -> Any:
+            return msg.payload
+
+        async with server:
+            results.put(("ready", _address(server)))
+            await wait_stop(shared, time.perf_counter() + params["timeout"])
+        results.put(("receiver", {"dropped": dict(server.stats.dropped)}))
+
+    asyncio.run(main())
+
+
+def client(params: dict[str, Any], address: Any, shared: Shared, results: Any) -> None:
+    async def main() -> dict[str, Any]:
+        name = params["transport"]
+        factory = distro.create(name)
+        message = distro.message
+        headers = {"uri": params["uri"], "verb": "POST"}
+        timeouts = 0
+        async with factory.client(**client_options(name, address)) as client:
+            request_ = client.request
+
+            async def request(seq: int) -> None:
+                nonlocal timeouts
+                try:
+                    await request_(message(headers, payload(seq)), timeout=1.0)
+                except distro.RequestTimeout:
+                    timeouts += 1
+
+            return await rr_phases(request, params, lambda: timeouts)
+
+    results.put(("sender", asyncio.run(main())))

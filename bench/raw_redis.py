@@ -1,0 +1,171 @@
+"""Raw Redis baselines with redis-py's asyncio client: PUBLISH (pipelined, one pipeline per
+burst) to a SUBSCRIBEd reader that decodes every message with orjson and counts it; and a
+request/reply echo over pub/sub, the reply PUBLISHed to the channel the request names.
+Channels are unique per run (the scenario's uri), on the Redis at 127.0.0.1:6379."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+from harness import (
+    REDIS_HOST,
+    REDIS_PORT,
+    Counter,
+    Paced,
+    Shared,
+    expire,
+    raw_message,
+    raw_reply,
+    raw_request,
+    receiver_report,
+    rr_phases,
+    unique_uri,
+    wait_done,
+    wait_stop,
+)
+
+_loads = orjson.loads
+
+
+def _client() -> aioredis.Redis:
+    return aioredis.Redis(host=REDIS_HOST, port=REDIS_PORT)
+
+
+async def _subscribe(conn: aioredis.Redis, channel: str) -> Any:
+    pubsub = conn.pubsub()
+    await pubsub.subscribe(channel)
+    # Wait for the confirmation so that nothing published after "ready" is missed.
+    while True:
+        got = await pubsub.get_message(timeout=5.0)
+        if got is None or got["type"] == "subscribe":
+            return pubsub
+
+
+async def _listen(pubsub: Any, on_data: Any) -> None:
+    async for item in pubsub.listen():
+        if item["type"] == "message":
+            on_data(item["data"])
+
+
+def receiver(params: dict[str, Any], shared: Shared, results: Any) -> None:
+    async def main() -> None:
+        conn = _client()
+        pubsub = await _subscribe(conn, params["uri"])
+        counter = Counter(shared)
+        hit = counter.hit
+
+        def on_data(data: bytes) -> None:
+            _loads(data)
+            hit()
+
+        reader = asyncio.create_task(_listen(pubsub, on_data))
+        results.put(("ready", [REDIS_HOST, REDIS_PORT]))
+        await wait_done(counter, shared, time.perf_counter() + params["timeout"])
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
+        await pubsub.aclose()
+        await conn.aclose()
+        results.put(("receiver", receiver_report(counter, shared)))
+
+    asyncio.run(main())
+
+
+def sender(params: dict[str, Any], address: Any, shared: Shared, results: Any) -> None:
+    async def main() -> None:
+        conn = _client()
+        await conn.ping()
+        channel = uri = params["uri"]
+        count = params["count"]
+        pipe = conn.pipeline(transaction=False)
+        paced = Paced(shared, params)
+        paced.start()
+        n = 0
+        while n < count:
+            pipe.publish(channel, raw_message(uri, n))
+            n += 1
+            if not n % paced.burst:
+                await pipe.execute()
+                if not await paced.pause(n):
+                    break
+        await pipe.execute()
+        report = paced.finish(n)
+        await conn.aclose()
+        results.put(("sender", report))
+
+    asyncio.run(main())
+
+
+def echo_server(params: dict[str, Any], shared: Shared, results: Any) -> None:
+    async def main() -> None:
+        conn = _client()
+        pubsub = await _subscribe(conn, params["uri"])
+
+        async def serve() -> None:
+            async for item in pubsub.listen():
+                if item["type"] == "message":
+                    request = _loads(item["data"])
+                    await conn.publish(request["headers"]["replyTo"], raw_reply(request))
+
+        server = asyncio.create_task(serve())
+        results.put(("ready", [REDIS_HOST, REDIS_PORT]))
+        await wait_stop(shared, time.perf_counter() + params["timeout"])
+        server.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await server
+        await pubsub.aclose()
+        await conn.aclose()
+        results.put(("receiver", {}))
+
+    asyncio.run(main())
+
+
+def client(params: dict[str, Any], address: Any, shared: Shared, results: Any) -> None:
+    async def main() -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        conn = _client()
+        reply_channel = unique_uri("reply")
+        pubsub = await _subscribe(conn, reply_channel)
+        pending: dict[str, asyncio.Future[Any]] = {}
+
+        def on_data(data: bytes) -> None:
+            reply = _loads(data)
+            future = pending.pop(reply["headers"]["inReplyTo"], None)
+            if future is not None and not future.done():
+                future.set_result(reply)
+
+        reader = asyncio.create_task(_listen(pubsub, on_data))
+        channel = uri = params["uri"]
+        publish = conn.publish
+        timeouts = 0
+
+        async def request(seq: int) -> None:
+            nonlocal timeouts
+            id, data = raw_request(uri, seq, reply_channel)
+            future = loop.create_future()
+            pending[id] = future
+            timer = loop.call_later(1.0, expire, future)
+            try:
+                await publish(channel, data)
+                await future
+            except TimeoutError:
+                timeouts += 1
+            finally:
+                timer.cancel()
+                pending.pop(id, None)
+
+        try:
+            return await rr_phases(request, params, lambda: timeouts)
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+            await pubsub.aclose()
+            await conn.aclose()
+
+    results.put(("sender", asyncio.run(main())))

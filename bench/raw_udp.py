@@ -1,0 +1,163 @@
+"""Raw UDP baselines: asyncio ``DatagramProtocol`` and orjson, doing the work distro does.
+
+One-way: the sender builds each message (``str(uuid.uuid4())``, orjson) and ``sendto``s it;
+the receiver decodes every datagram with ``orjson.loads`` and counts it. Request/reply: an echo
+server decodes each request and encodes a fresh reply; the client matches replies to waiting
+futures by ``inReplyTo``, with a time-out per request as a correct UDP client needs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from typing import Any
+
+import orjson
+from harness import (
+    Counter,
+    Paced,
+    Shared,
+    expire,
+    raw_message,
+    raw_reply,
+    raw_request,
+    receiver_report,
+    rr_phases,
+    wait_done,
+    wait_stop,
+)
+
+_loads = orjson.loads
+
+
+def _family(params: dict[str, Any]) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in params["host"] else socket.AF_INET
+
+
+def _sock(params: dict[str, Any], bind: bool) -> socket.socket:
+    sock = socket.socket(_family(params), socket.SOCK_DGRAM)
+    rcvbuf = params.get("rcvbuf")
+    if rcvbuf:
+        # The same receive buffer the distro transport's socket has (the kernel doubles it).
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf // 2)
+    if bind:
+        sock.bind((params["host"], 0))
+    sock.setblocking(False)
+    return sock
+
+
+class _Receiver(asyncio.DatagramProtocol):
+    def __init__(self, counter: Counter) -> None:
+        self.hit = counter.hit
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        _loads(data)
+        self.hit()
+
+
+def receiver(params: dict[str, Any], shared: Shared, results: Any) -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        counter = Counter(shared)
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: _Receiver(counter), sock=_sock(params, bind=True)
+        )
+        try:
+            results.put(("ready", transport.get_extra_info("sockname")[:2]))
+            await wait_done(counter, shared, time.perf_counter() + params["timeout"])
+        finally:
+            transport.close()
+        results.put(("receiver", receiver_report(counter, shared)))
+
+    asyncio.run(main())
+
+
+def sender(params: dict[str, Any], address: Any, shared: Shared, results: Any) -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(
+            asyncio.DatagramProtocol, remote_addr=tuple(address), family=_family(params)
+        )
+        uri, count = params["uri"], params["count"]
+        sendto = transport.sendto
+        paced = Paced(shared, params)
+        paced.start()
+        n = 0
+        while n < count:
+            sendto(raw_message(uri, n))
+            n += 1
+            if not n % paced.burst and not await paced.pause(n):
+                break
+        report = paced.finish(n)
+        transport.close()
+        results.put(("sender", report))
+
+    asyncio.run(main())
+
+
+class _Echo(asyncio.DatagramProtocol):
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.transport.sendto(raw_reply(_loads(data)), addr)
+
+
+def echo_server(params: dict[str, Any], shared: Shared, results: Any) -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(_Echo, sock=_sock(params, bind=True))
+        try:
+            results.put(("ready", transport.get_extra_info("sockname")[:2]))
+            await wait_stop(shared, time.perf_counter() + params["timeout"])
+        finally:
+            transport.close()
+        results.put(("receiver", {}))
+
+    asyncio.run(main())
+
+
+class _Client(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.pending: dict[str, asyncio.Future[Any]] = {}
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        reply = _loads(data)
+        future = self.pending.pop(reply["headers"]["inReplyTo"], None)
+        if future is not None and not future.done():
+            future.set_result(reply)
+
+
+def client(params: dict[str, Any], address: Any, shared: Shared, results: Any) -> None:
+    async def main() -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        transport, proto = await loop.create_datagram_endpoint(
+            _Client, remote_addr=tuple(address), family=_family(params)
+        )
+        uri = params["uri"]
+        pending = proto.pending
+        sendto = transport.sendto
+        timeouts = 0
+
+        async def request(seq: int) -> None:
+            nonlocal timeouts
+            id, data = raw_request(uri, seq, "udp")
+            future = loop.create_future()
+            pending[id] = future
+            timer = loop.call_later(1.0, expire, future)
+            try:
+                sendto(data)
+                await future
+            except TimeoutError:
+                timeouts += 1
+            finally:
+                timer.cancel()
+                pending.pop(id, None)
+
+        try:
+            return await rr_phases(request, params, lambda: timeouts)
+        finally:
+            transport.close()
+
+    results.put(("sender", asyncio.run(main())))

@@ -1,0 +1,271 @@
+"""The benchmark tables: for each transport, distro and its baselines measured in one run.
+
+A table has one column per implementation (distro first, then the raw baseline, then peers)
+and one row per measurement. Each cell is one :func:`harness.run_pair` (two fresh processes).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import distro_side
+import harness
+
+import distro_core as distro
+
+
+@dataclass
+class Impl:
+    """One column: an implementation and the process functions of each scenario it has."""
+
+    label: str
+    oneway: tuple[Callable[..., None], Callable[..., None]] | None = None
+    rr: tuple[Callable[..., None], Callable[..., None]] | None = None
+    missing: str | None = None
+    """Why this implementation cannot run here (shown instead of numbers), or None."""
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Row:
+    """One measurement in a table."""
+
+    key: str
+    label: str
+    unit: str
+    higher_is_better: bool
+
+
+@dataclass
+class Table:
+    """One transport's comparison."""
+
+    name: str
+    title: str
+    impls: list[Impl]
+    oneway_modes: list[tuple[str, dict[str, Any]]]
+    values: dict[tuple[str, str], float] = field(default_factory=dict)
+    notes: dict[tuple[str, str], str] = field(default_factory=dict)
+    remarks: list[str] = field(default_factory=list)
+
+    def rows(self) -> list[Row]:
+        rows = [
+            Row(f"oneway:{mode}", f"one-way {mode} msg/s", "msg/s", True)
+            for mode, _ in self.oneway_modes
+        ]
+        if any(i.rr for i in self.impls):
+            rows += [
+                Row("rr:p50", "req/reply p50 µs (1 in flight)", "µs", False),
+                Row("rr:p99", "req/reply p99 µs (1 in flight)", "µs", False),
+                Row("rr:rate", "req/reply msg/s (32 in flight)", "msg/s", True),
+            ]
+        return rows
+
+
+def _have(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def _distro_impl(name: str) -> Impl:
+    available = distro.transports()
+    if name not in available:
+        return Impl("distro", missing=f"transport {name!r} not available (not installed yet)")
+    return Impl(
+        "distro",
+        oneway=(distro_side.receiver, distro_side.sender),
+        rr=(distro_side.echo_server, distro_side.client),
+        params={"transport": name},
+    )
+
+
+def build_tables(names: list[str]) -> list[Table]:
+    """The tables for the transports ``names`` (udp4, udp6, tcp, zmq, redis)."""
+    tables = []
+    for name in names:
+        tables.append(_TABLES[name](name))
+    return tables
+
+
+def _udp(name: str) -> Table:
+    import raw_udp
+
+    host = harness.HOST6 if name == "udp6" else harness.HOST4
+    raw = Impl(
+        "raw asyncio+orjson",
+        oneway=(raw_udp.receiver, raw_udp.sender),
+        rr=(raw_udp.echo_server, raw_udp.client),
+    )
+    table = Table(
+        name,
+        f"{name}: distro vs asyncio DatagramProtocol + orjson on {host}",
+        [_distro_impl(name), raw],
+        [("flood", {"window": None}), ("window 128", {"window": 128})],
+    )
+    for impl in table.impls:
+        impl.params["host"] = host
+    table.remarks.append(
+        "flood: senders send as fast as they can (bursts of 64, then yield), the receiver's "
+        "delivered rate and the loss are reported; window 128: the sender stays at most 128 "
+        "messages ahead of the receiver's count (shared memory), the same for both"
+    )
+    return table
+
+
+def _tcp(name: str) -> Table:
+    import raw_tcp
+
+    raw = Impl(
+        "raw asyncio+orjson",
+        oneway=(raw_tcp.receiver, raw_tcp.sender),
+        rr=(raw_tcp.echo_server, raw_tcp.client),
+        params={"host": harness.HOST4},
+    )
+    return Table(
+        name,
+        f"{name}: distro vs asyncio Protocol, newline-delimited JSON + orjson",
+        [_distro_impl(name), raw],
+        [("", {"window": None})],
+    )
+
+
+def _zmq(name: str) -> Table:
+    impls = [_distro_impl(name)]
+    if _have("zmq"):
+        import raw_zmq
+
+        impls.append(
+            Impl(
+                "raw pyzmq",
+                oneway=(raw_zmq.receiver, raw_zmq.sender),
+                rr=(raw_zmq.echo_server, raw_zmq.client),
+                params={"host": harness.HOST4},
+            )
+        )
+    else:
+        impls.append(Impl("raw pyzmq", missing="pyzmq not installed"))
+    return Table(name, f"{name}: distro vs pyzmq (zmq.asyncio) DEALER/ROUTER", impls, [("", {})])
+
+
+def _redis(name: str) -> Table:
+    impls = [_distro_impl(name)]
+    if _have("redis"):
+        import raw_redis
+
+        impls.append(
+            Impl(
+                "raw redis-py",
+                oneway=(raw_redis.receiver, raw_redis.sender),
+                rr=(raw_redis.echo_server, raw_redis.client),
+            )
+        )
+    else:
+        impls.append(Impl("raw redis-py", missing="redis not installed"))
+    if _have("faststream") and _have("redis"):
+        import peers
+
+        impls.append(
+            Impl(
+                "FastStream",
+                oneway=(peers.faststream_receiver, peers.faststream_sender),
+                rr=(peers.faststream_server, peers.faststream_client),
+            )
+        )
+    else:
+        impls.append(Impl("FastStream", missing="faststream[redis] not installed"))
+    if _have("kombu") and _have("redis"):
+        import peers
+
+        impls.append(Impl("Kombu", oneway=(peers.kombu_receiver, peers.kombu_sender)))
+    else:
+        impls.append(Impl("Kombu", missing="kombu not installed"))
+    table = Table(
+        name,
+        f"{name}: distro vs redis-py, FastStream and Kombu on {harness.REDIS_URL}",
+        impls,
+        [("", {})],
+    )
+    table.remarks.append(
+        "raw redis-py PUBLISHes in pipelines of 64 (the burst) to a subscriber; FastStream "
+        "publishes one message per await as its API does; Kombu is a queue (LPUSH/BRPOP), "
+        "not pub/sub, and has no request/reply"
+    )
+    return table
+
+
+_TABLES: dict[str, Callable[[str], Table]] = {
+    "udp4": _udp,
+    "udp6": _udp,
+    "tcp": _tcp,
+    "zmq": _zmq,
+    "redis": _redis,
+}
+TRANSPORTS = list(_TABLES)
+
+
+def measure(table: Table, sizes: dict[str, Any], log: Callable[[str], None]) -> None:
+    """Fill ``table.values`` by running every scenario of every implementation."""
+    inherited: dict[str, Any] = {}
+    for impl in table.impls:
+        if impl.missing:
+            continue
+        base = {**sizes, **impl.params, **inherited, "uri": harness.unique_uri("bench")}
+        if impl.oneway:
+            for mode, extra in table.oneway_modes:
+                log(f"  {table.name} {impl.label}: one-way {mode or 'throughput'} ...")
+                params = {**base, **extra}
+                _cell(table, impl, f"oneway:{mode}", _oneway, impl, params, mode, table)
+            rcvbuf = table.values.get((impl.label, "rcvbuf"))
+            if impl.label == "distro" and rcvbuf:
+                # The raw UDP baseline gets the same receive buffer as distro's socket.
+                inherited["rcvbuf"] = int(rcvbuf)
+        if impl.rr:
+            log(f"  {table.name} {impl.label}: request/reply ...")
+            params = {**base, "server": True}
+            _cell(table, impl, "rr", _rr, impl, params, table)
+
+
+def _cell(table: Table, impl: Impl, key: str, run: Callable[..., None], *args: Any) -> None:
+    try:
+        run(*args)
+    except Exception as exc:  # one failed cell must not lose the rest of the run
+        first = str(exc).strip().splitlines()
+        table.notes[(impl.label, key)] = "failed: " + (first[-1] if first else repr(exc))[:160]
+        table.values.setdefault((impl.label, key), math.nan)
+        print(f"    FAILED {impl.label} {key}: {exc}", flush=True)
+
+
+def _oneway(impl: Impl, params: dict[str, Any], mode: str, table: Table) -> None:
+    assert impl.oneway is not None
+    receiver, sender = impl.oneway
+    params = {**params, "timeout": params["seconds"] * 3 + 10}
+    got = harness.run_pair(receiver, sender, params, params["seconds"] * 4 + 30)
+    sent, received = got["sent"], got["received"]
+    elapsed = got["t_last"] - got["t0"] if received else math.nan
+    key = f"oneway:{mode}"
+    table.values[(impl.label, key)] = received / elapsed if received and elapsed > 0 else 0.0
+    lost = sent - received
+    note = f"{received:,}/{sent:,}"
+    if lost:
+        note += f", {lost / sent:.1%} lost"
+    table.notes[(impl.label, key)] = note
+    if "rcvbuf" in got:
+        table.values[(impl.label, "rcvbuf")] = got["rcvbuf"]
+
+
+def _rr(impl: Impl, params: dict[str, Any], table: Table) -> None:
+    assert impl.rr is not None
+    server, client = impl.rr
+    timeout = params["seconds"] * 6 + 40
+    got = harness.run_pair(server, client, {**params, "timeout": timeout}, timeout)
+    one, many = got["one"], got["many"]
+    table.values[(impl.label, "rr:p50")] = one["p50"]
+    table.values[(impl.label, "rr:p99")] = one["p99"]
+    table.values[(impl.label, "rr:rate")] = many["rate"]
+    table.notes[(impl.label, "rr:p50")] = f"{one['done']:,} requests"
+    table.notes[(impl.label, "rr:rate")] = f"{many['done']:,} requests"
+    if got.get("lost"):
+        table.notes[(impl.label, "rr:rate")] += f", {got['lost']} timed out"

@@ -1,0 +1,90 @@
+"""The targets distro is held to, checked against one run's numbers (met / missed by how much)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+
+def _get(tables: list[Any], name: str, impl: str, key: str) -> float | None:
+    for table in tables:
+        if table.name == name:
+            value = table.values.get((impl, key))
+            if value is not None and not math.isnan(value) and value > 0:
+                return float(value)
+    return None
+
+
+def check(
+    tables: list[Any], memory: dict[str, Any], micro: dict[str, float] | None
+) -> list[tuple[str, str, str]]:
+    """Each target as ``(target, measured, verdict)``; targets whose numbers were not taken in
+    this run are left out."""
+    out: list[tuple[str, str, str]] = []
+
+    def ratio_at_least(what: str, num: float | None, den: float | None, goal: float) -> None:
+        if num is None or den is None:
+            return
+        ratio = num / den
+        verdict = "met" if ratio >= goal else f"MISSED by {(goal - ratio) / goal:.0%}"
+        out.append((what, f"{ratio:.2f}x", verdict))
+
+    def ratio_at_most(what: str, num: float | None, den: float | None, goal: float) -> None:
+        if num is None or den is None:
+            return
+        ratio = num / den
+        verdict = "met" if ratio <= goal else f"MISSED by {(ratio - goal) / goal:.0%}"
+        out.append((what, f"{ratio:.2f}x", verdict))
+
+    for table in tables:
+        raw = table.impls[1].label
+        for mode, _ in table.oneway_modes:
+            key = f"oneway:{mode}"
+            label = f"{table.name} one-way{' ' + mode if mode else ''}: distro/raw >= 0.9x"
+            d, r = _get(tables, table.name, "distro", key), _get(tables, table.name, raw, key)
+            ratio_at_least(label, d, r, 0.9)
+            if table.name in ("udp4", "tcp") and d and r:
+                ratio_at_least(label.replace(">= 0.9x", "> 1.0x (aim)"), d, r * 1.0001, 1.0)
+        if table.name in ("udp4", "tcp"):
+            ratio_at_most(
+                f"{table.name} req/reply p50: distro/raw <= 1.3x",
+                _get(tables, table.name, "distro", "rr:p50"),
+                _get(tables, table.name, raw, "rr:p50"),
+                1.3,
+            )
+        if table.name == "redis":
+            ratio_at_least(
+                "redis pub/sub throughput: distro/FastStream >= 8x",
+                _get(tables, "redis", "distro", "oneway:"),
+                _get(tables, "redis", "FastStream", "oneway:"),
+                8.0,
+            )
+            ratio_at_least(
+                "redis request round trip: FastStream p50 / distro p50 >= 5x",
+                _get(tables, "redis", "FastStream", "rr:p50"),
+                _get(tables, "redis", "distro", "rr:p50"),
+                5.0,
+            )
+    if micro:
+        for kind in ("static", "param"):
+            one, many = micro.get(f"route_{kind}_1"), micro.get(f"route_{kind}_10000")
+            ratio_at_most(f"routing ({kind}) 10,000 routes vs 1: <= 1.2x", many, one, 1.2)
+    growth = memory.get("growth_per_message")
+    if growth is not None:
+        verdict = "met" if growth < 1.0 else f"MISSED: {growth:.1f} bytes/message"
+        out.append(
+            (
+                "no per-message memory growth (tcp, 1M messages): < 1 byte/message",
+                f"{growth:.2f} bytes/message",
+                verdict,
+            )
+        )
+    return out
+
+
+def render(verdicts: list[tuple[str, str, str]]) -> str:
+    """The verdicts as a text table."""
+    width = max(len(v[0]) for v in verdicts)
+    lines = ["== targets =="]
+    lines += [f"{t.ljust(width)}  {m:>22}  {v}" for t, m, v in verdicts]
+    return "\n".join(lines)
