@@ -88,6 +88,10 @@ def _describe(value: Any, where: str, on_path: set[int]) -> str | None:
                 return f"{where} holds a lone surrogate, which UTF-8 cannot encode"
         return None
     if kind is int:
+        try:
+            str(value)
+        except ValueError:  # longer than sys.get_int_max_str_digits()
+            return f"{where} is an integer of {value.bit_length()} bits, too long to write out"
         return None
     if kind is float:
         if value != value or value in (float("inf"), float("-inf")):
