@@ -52,6 +52,10 @@ IPV6_MAX_DATAGRAM = 65527
 
 _PEER_CACHE = 1024
 """Source addresses whose Peer is kept, so a busy sender costs no allocation per datagram."""
+_BURST = 63
+"""Datagrams read straight from the socket after the one asyncio hands over, per wake-up."""
+_READ_SIZE = 65536
+"""Larger than any UDP payload (65535 - 8 at most), so no datagram is ever cut short."""
 _CLOSE_TIMEOUT = 1.0
 _UNREACHABLE = (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN)
 
@@ -95,6 +99,11 @@ class _Endpoint(asyncio.DatagramProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast("_DatagramTransport", transport)
+        if isinstance(getattr(transport, "max_size", None), int):
+            # The selector loop's transport reads each datagram into a fresh 256 KiB buffer and
+            # shrinks it: about 13 us per datagram against 1.5 us with a 64 KiB one, which still
+            # holds any UDP payload whole.
+            transport.max_size = _READ_SIZE  # type: ignore[attr-defined]
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self._closed.done():
@@ -173,14 +182,34 @@ class _UDPListener(_Endpoint, Listener):
         self._receiver = receiver
         self._frame_received = receiver.frame_received
         self._peers: dict[Any, _UDPPeer] = {}
+        self._paused = False
         host, port = sock.getsockname()[:2]
         self.address = (host, port)
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
-        peer = self._peers.get(addr)
+        peers = self._peers
+        deliver = self._frame_received
+        peer = peers.get(addr)
         if peer is None:
             peer = self._new_peer(addr)
-        self._frame_received(data, peer)
+        deliver(data, peer)
+        # asyncio reads one datagram per turn of the loop (a poll and a callback each); a burst
+        # is drained here instead, bounded so other work still gets its turn.
+        recvfrom = self._sock.recvfrom
+        for _ in range(_BURST):
+            if self._paused:  # the server asked for back-pressure while taking the last one
+                return
+            try:
+                data, addr = recvfrom(_READ_SIZE)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                self.error_received(exc)
+                return
+            peer = peers.get(addr)
+            if peer is None:
+                peer = self._new_peer(addr)
+            deliver(data, peer)
 
     def _new_peer(self, addr: Any) -> _UDPPeer:
         peers = self._peers
@@ -195,14 +224,17 @@ class _UDPListener(_Endpoint, Listener):
         self._receiver.frame_dropped("socket_error", f"{self._name} {_where(*self.address)}: {exc}")
 
     def pause_reading(self) -> None:
+        self._paused = True
         if self._transport is not None and not self._transport.is_closing():
             self._transport.pause_reading()
 
     def resume_reading(self) -> None:
         if self._transport is not None and not self._transport.is_closing():
+            self._paused = False
             self._transport.resume_reading()
 
     async def aclose(self) -> None:
+        self._paused = True
         self._peers.clear()
         await self._aclose()
 
@@ -222,7 +254,21 @@ class _UDPConnection(_Endpoint, Connection):
         self.reply_to = f"{name}:{_where(local[0], local[1])}"
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
-        self._receiver.frame_received(data)
+        deliver = self._receiver.frame_received
+        deliver(data)
+        # Replies to concurrent requests come in bursts: drain them, as the listener does.
+        recv = self._sock.recv
+        for _ in range(_BURST):
+            if self._closing:
+                return
+            try:
+                data = recv(_READ_SIZE)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                self.error_received(exc)
+                return
+            deliver(data)
 
     def error_received(self, exc: Exception) -> None:
         # On a connected socket this is ICMP news of an earlier datagram (port unreachable):
