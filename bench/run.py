@@ -159,26 +159,37 @@ def render(table: Any) -> str:
     return "\n".join(out)
 
 
-def run_micro(quick: bool) -> int:
-    """The pytest-benchmark micro-benchmarks, in a child process."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "pytest",
-        str(BENCH / "test_micro.py"),
-        "--benchmark-only",
-        "-q",
-        "-p",
-        "no:cacheprovider",
-        "--benchmark-columns=min,median,mean,stddev,rounds",
-        "--benchmark-sort=name",
-    ]
-    if quick:
-        cmd += ["--benchmark-max-time=0.05", "--benchmark-min-rounds=3"]
-    else:
-        cmd += ["--benchmark-max-time=0.5"]
-    print("+ " + " ".join(cmd), flush=True)
-    return subprocess.run(cmd, cwd=ROOT, check=False).returncode
+def run_micro(quick: bool) -> tuple[int, dict[str, float]]:
+    """The pytest-benchmark micro-benchmarks, in a child process; returns its exit code and
+    each benchmark's median in seconds, by name (``route_static_10000``, ...)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "micro.json"
+        cmd = [
+            sys.executable,
+            "-m",
+            "pytest",
+            str(BENCH / "test_micro.py"),
+            "--benchmark-only",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--benchmark-columns=min,median,mean,stddev,rounds",
+            "--benchmark-sort=name",
+            f"--benchmark-json={out}",
+            "--benchmark-max-time=0.05" if quick else "--benchmark-max-time=1.0",
+        ]
+        print("+ " + " ".join(cmd), flush=True)
+        code = subprocess.run(cmd, cwd=ROOT, check=False).returncode
+        medians: dict[str, float] = {}
+        if out.exists():
+            for bench in json.loads(out.read_text())["benchmarks"]:
+                name = bench["name"].removeprefix("test_")
+                for ch in "[]":
+                    name = name.replace(ch, "_" if ch == "[" else "")
+                medians[name.replace("-", "_")] = bench["stats"]["median"]
+    return code, medians
 
 
 def main(argv: list[str]) -> int:
@@ -238,9 +249,10 @@ def main(argv: list[str]) -> int:
         memory = memcheck.run(args.quick, lambda text: print(text, flush=True))
         print("\n" + memcheck.render(memory) + "\n", flush=True)
     code = 0
+    micro: dict[str, float] = {}
     if "micro" in sections:
-        code = run_micro(args.quick)
-    verdicts = targets.check(tables, memory, micro=None)
+        code, micro = run_micro(args.quick)
+    verdicts = targets.check(tables, memory, micro)
     if verdicts:
         print("\n" + targets.render(verdicts))
     print(f"\n(total {time.monotonic() - started:.0f} s)")
@@ -254,6 +266,7 @@ def main(argv: list[str]) -> int:
                         t.name: {f"{k[0]}|{k[1]}": v for k, v in t.values.items()} for t in tables
                     },
                     "memory": memory,
+                    "micro_median_seconds": micro,
                 },
                 indent=2,
                 default=str,
