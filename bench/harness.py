@@ -269,8 +269,12 @@ def _expect(
 
 
 def _guard(fn: Callable[..., None], args: tuple[Any, ...], results: Any) -> None:
+    params = args[0]
     try:
-        fn(*args)
+        if params.get("profile") and params.get("transport"):
+            _profiled(fn, args, params)
+        else:
+            fn(*args)
     except BaseException as exc:
         import traceback
 
@@ -282,6 +286,29 @@ def _guard(fn: Callable[..., None], args: tuple[Any, ...], results: Any) -> None
             )
         )
         raise SystemExit(1) from None
+
+
+def _profiled(fn: Callable[..., None], args: tuple[Any, ...], params: dict[str, Any]) -> None:
+    """Run one distro side under cProfile; save the stats and print the top functions."""
+    import cProfile
+    import io
+    import pstats
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    try:
+        fn(*args)
+    finally:
+        profiler.disable()
+        name = f"{params['transport']}-{params.get('label', 'run')}-{fn.__name__}"
+        path = os.path.join(params["profile"], f"{name}.prof")
+        profiler.dump_stats(path)
+        text = io.StringIO()
+        stats = pstats.Stats(profiler, stream=text)
+        stats.sort_stats("tottime").print_stats(18)
+        body = text.getvalue()
+        body = body[body.find("   ncalls") :]
+        print(f"\n--- cProfile of distro {name} (by own time; saved as {path}) ---\n{body}")
 
 
 def expire(future: asyncio.Future[Any]) -> None:

@@ -125,6 +125,7 @@ def run(quick: bool, log: Callable[[str], None]) -> dict[str, Any]:
     out: dict[str, Any] = {"messages": count, "connections": conns}
     log(f"  memory: {count:,} messages into one tcp server ...")
     params = {
+        "transport": TRANSPORT,
         "uri": harness.unique_uri("mem"),
         "count": count,
         "seconds": 120.0,

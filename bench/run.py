@@ -201,6 +201,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--seconds", type=float, help="time bound per scenario")
     parser.add_argument("--no-install", action="store_true", help="never pip-install bench deps")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="run distro's processes under cProfile; print the top functions, save .prof in DIR",
+    )
     args = parser.parse_args(argv)
     sections = [s for s in args.only.split(",") if s] if args.only else list(DEFAULT)
     if args.micro:
@@ -222,6 +228,9 @@ def main(argv: list[str]) -> int:
         sizes["count"] = args.count
     if args.seconds:
         sizes["seconds"] = args.seconds
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
+        sizes["profile"] = str(args.profile.resolve())
     info = machine()
     print(f"distro benchmarks, {info['date']}")
     print(

@@ -216,7 +216,7 @@ def measure(table: Table, sizes: dict[str, Any], log: Callable[[str], None]) -> 
         if impl.oneway:
             for mode, extra in table.oneway_modes:
                 log(f"  {table.name} {impl.label}: one-way {mode or 'throughput'} ...")
-                params = {**base, **extra}
+                params = {**base, **extra, "label": f"oneway{mode.replace(' ', '')}"}
                 _cell(table, impl, f"oneway:{mode}", _oneway, impl, params, mode, table)
             rcvbuf = table.values.get((impl.label, "rcvbuf"))
             if impl.label == "distro" and rcvbuf:
@@ -224,7 +224,7 @@ def measure(table: Table, sizes: dict[str, Any], log: Callable[[str], None]) -> 
                 inherited["rcvbuf"] = int(rcvbuf)
         if impl.rr:
             log(f"  {table.name} {impl.label}: request/reply ...")
-            params = {**base, "server": True}
+            params = {**base, "server": True, "label": "rr"}
             _cell(table, impl, "rr", _rr, impl, params, table)
 
 

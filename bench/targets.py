@@ -74,7 +74,8 @@ def check(
         verdict = "met" if growth < 1.0 else f"MISSED: {growth:.1f} bytes/message"
         out.append(
             (
-                "no per-message memory growth (tcp, 1M messages): < 1 byte/message",
+                f"no per-message memory growth (tcp, {memory['messages']:,} messages): "
+                "< 1 byte/message",
                 f"{growth:.2f} bytes/message",
                 verdict,
             )
