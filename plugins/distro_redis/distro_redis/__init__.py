@@ -1,0 +1,32 @@
+"""distro-redis: the ``redis`` transport for distro (Redis pub/sub through redis-py's asyncio).
+
+Installed, it is found by entry point (group ``distro.transports``), so no import is needed::
+
+    import distro_core as distro
+
+    factory = distro.create("redis")
+    server = factory.server(url="redis://127.0.0.1:6379/0", prefix="shop:")
+
+Messages travel on channels named after their uri and verb (``/CUSTOMER/7.POST``); every server
+whose routes match receives a message (fan-out). See the README for the channel naming, the
+request/reply and RECEIVED design, and what happens when Redis restarts.
+"""
+
+from __future__ import annotations
+
+import distro_core as distro
+
+from ._transport import RedisTransport
+
+__all__ = ["RedisTransport", "distro_register_transports"]
+
+__version__ = "0.1.0"
+
+
+@distro.hookimpl
+def distro_register_transports() -> list[type[distro.Transport]]:
+    """The transports this plugin provides: ``redis``.
+
+    :returns: ``[RedisTransport]``.
+    """
+    return [RedisTransport]
