@@ -134,6 +134,9 @@ if orjson is not None:
     def dumps(obj: Any) -> bytes:
         """Encode ``obj`` as compact UTF-8 JSON.
 
+        orjson writes NaN and infinities as null where :func:`stdlib_dumps` refuses them; values
+        are checked before they get here (:func:`distro_core.message` compares the round trip).
+
         :raises CodecError: ``obj`` holds something JSON cannot represent.
         """
         try:
