@@ -314,6 +314,38 @@ async def test_the_limit_is_what_one_datagram_carries(name: str, factory: distro
         assert len(await raw.recv()) == limit
 
 
+class _Sink:
+    def __init__(self) -> None:
+        self.frames: list[bytes] = []
+
+    def frame_received(self, data: bytes) -> None:
+        self.frames.append(data)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        pass
+
+
+async def test_a_datagram_the_socket_refuses_is_a_transport_error(name: str) -> None:
+    # Below the client (which checks the size first), the transport itself maps the OSError.
+    async with raw_socket(name) as raw:
+        transport = distro.create(name).transport({"address": raw.host, "port": raw.port})
+        connection = await transport.connect(_Sink())
+        try:
+            oversized = b"o" * 70_000
+            with pytest.raises(distro.TransportError) as info:
+                await connection.send(oversized, distro.message({"uri": "/o"}))
+            fine = distro.message({"uri": "/fine"})
+            await connection.send(fine.to_bytes(), fine)
+            assert await raw.recv() == fine.to_bytes()
+        finally:
+            await connection.aclose()
+        await connection.aclose()  # idempotent
+        with pytest.raises(distro.ConnectionError):
+            await connection.send(fine.to_bytes(), fine)
+    assert "70000 bytes" in str(info.value) and str(raw.port) in str(info.value)
+    assert isinstance(info.value.__cause__, OSError)
+
+
 async def test_a_request_to_a_port_nobody_listens_on_fails_fast(
     name: str, factory: distro.Factory
 ) -> None:
@@ -326,7 +358,7 @@ async def test_a_request_to_a_port_nobody_listens_on_fails_fast(
         with pytest.raises(distro.ConnectionError) as info:
             await client.request(distro.message({"uri": "/anyone"}), timeout=10)
         assert time.monotonic() - started < 5
-        assert str(port) in str(info.value)
+        assert str(port) in str(info.value) and "nothing listens" in str(info.value)
         # One-way sends to nobody do not raise (UDP), and the client stays usable.
         for _ in range(3):
             await client.send(distro.message({"uri": "/anyone", "verb": "POST"}))

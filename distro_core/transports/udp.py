@@ -271,10 +271,15 @@ class _UDPConnection(_Endpoint, Connection):
             deliver(data)
 
     def error_received(self, exc: Exception) -> None:
-        # On a connected socket this is ICMP news of an earlier datagram (port unreachable):
-        # nothing answers there now, so waiting requests fail at once rather than time out.
+        # On a connected socket this is mostly ICMP news of an earlier datagram (port
+        # unreachable): nothing answers there now, so waiting requests fail at once rather than
+        # time out. Any other error lost a datagram we cannot name, so they fail as well.
         where = _where(self._host, self._port)
-        error = ConnectionError(f"{self._name}: nothing answers at {where}: {exc}")
+        if isinstance(exc, OSError) and exc.errno in _UNREACHABLE:
+            text = f"{self._name}: nothing listens at {where} ({exc.strerror or exc})"
+        else:
+            text = f"{self._name}: a datagram to {where} was lost: {exc}"
+        error = ConnectionError(text)
         error.__cause__ = exc
         self._receiver.connection_lost(error)
 
