@@ -1,6 +1,7 @@
 """Raw Redis baselines with redis-py's asyncio client: PUBLISH (pipelined, one pipeline per
 burst) to a SUBSCRIBEd reader that decodes every message with orjson and counts it; and a
-request/reply echo over pub/sub, the reply PUBLISHed to the channel the request names.
+request/reply echo over pub/sub, the reply PUBLISHed to the channel the request names (the
+echo server pipelines the replies to all the requests it has already read).
 Channels are unique per run (the scenario's uri), on the Redis at 127.0.0.1:6379."""
 
 from __future__ import annotations
@@ -107,10 +108,18 @@ def echo_server(params: dict[str, Any], shared: Shared, results: Any) -> None:
         pubsub = await _subscribe(conn, params["uri"])
 
         async def serve() -> None:
-            async for item in pubsub.listen():
-                if item["type"] == "message":
+            # Replies to every request already read go out in one pipeline.
+            get = pubsub.get_message
+            while True:
+                item = await get(ignore_subscribe_messages=True, timeout=1.0)
+                if item is None:
+                    continue
+                pipe = conn.pipeline(transaction=False)
+                while item is not None:
                     request = _loads(item["data"])
-                    await conn.publish(request["headers"]["replyTo"], raw_reply(request))
+                    pipe.publish(request["headers"]["replyTo"], raw_reply(request))
+                    item = await get(ignore_subscribe_messages=True, timeout=0.0)
+                await pipe.execute()
 
         server = asyncio.create_task(serve())
         results.put(("ready", [REDIS_HOST, REDIS_PORT]))
