@@ -17,7 +17,9 @@ them run into their time-out); the client stays usable, since the server may com
 
 Sends go straight to the socket; only when the kernel's buffer is full does asyncio's transport
 queue the datagram (and the client waits for that queue to drain past its high-water mark).
-Every ``OSError`` of a send is raised as a :class:`~distro_core.TransportError`.
+Every ``OSError`` of a send is raised as a :class:`~distro_core.TransportError`. Reads: asyncio
+hands over one datagram per turn of the loop; the rest of a burst is read straight from the
+socket (at most ``_BURST`` more, and not once the server pauses reading for back-pressure).
 """
 
 from __future__ import annotations
