@@ -9,25 +9,24 @@ high-water mark) and go out once it is. At the high-water mark a send waits at m
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
-from typing import cast
 
 import zmq
-import zmq.asyncio
 
 import distro_core as distro
 
 from ._errors import wrap
+from ._pump import SocketPump
 
 __all__ = ["ZmqConnection"]
 
 BATCH = 512
-"""Replies taken without awaiting once the socket is readable; then the loop gets a turn."""
+"""Replies taken in one go; then the loop gets a turn and the drain goes on at the next."""
 
 _log = logging.getLogger("distro.zmq")
 _NOBLOCK = zmq.NOBLOCK
+_RCVMORE = zmq.RCVMORE
 
 
 class ZmqConnection(distro.Connection):
@@ -40,7 +39,7 @@ class ZmqConnection(distro.Connection):
 
     def __init__(
         self,
-        socket: zmq.asyncio.Socket,
+        sock: zmq.Socket[bytes],
         receiver: distro.ClientReceiver,
         endpoint: str,
         send_timeout: float,
@@ -49,16 +48,14 @@ class ZmqConnection(distro.Connection):
         self.endpoint = endpoint
         # Replies come back on the link the request went out on; the text only names it.
         self.reply_to = f"zmq:{next(self._ids)}"
-        self._socket = socket
-        self._sync: zmq.Socket[bytes] = zmq.Socket.shadow(socket.underlying)
-        self._send = socket.send
+        self._sock = sock
+        self._send = sock.send
+        self._recv = sock.recv
+        self._more = sock.getsockopt
         self._receiver = receiver
         self._send_timeout = send_timeout
         self._linger_ms = linger_ms
-        self._closed = False
-        self._task: asyncio.Task[None] = asyncio.get_running_loop().create_task(
-            self._read(), name=f"distro-zmq-client {endpoint}"
-        )
+        self._pump = SocketPump(sock, self._drain, f"client of {endpoint}")
 
     async def send(self, data: bytes, message: distro.Message) -> None:
         """Queue one frame for the server.
@@ -67,69 +64,76 @@ class ZmqConnection(distro.Connection):
             ``send_timeout`` seconds (the server is not reading, or not there).
         :raises distro.ConnectionError: the connection is closed.
         """
-        if self._closed:
+        pump = self._pump
+        if pump.closed:
             raise distro.ConnectionError(f"zmq: connection to {self.endpoint} is closed")
-        # The asyncio socket tries a non-blocking send first and hands back a finished future
-        # unless the queue is full, so the common case never waits on the loop.
-        done = cast("asyncio.Future[object]", self._send(data))
-        if not done.done():
-            try:
-                await asyncio.wait_for(done, self._send_timeout)
-            except asyncio.TimeoutError:
+        try:
+            self._send(data, _NOBLOCK)
+        except zmq.Again:
+            await self._send_when_writable(data)
+        except zmq.ZMQError as exc:
+            raise wrap(exc, f"send to {self.endpoint}") from exc
+        # The send may have taken the socket's wake-up for a reply that arrived meanwhile.
+        pump.poke()
+
+    async def _send_when_writable(self, data: bytes) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._send_timeout
+        while True:
+            if not await self._pump.writable(deadline - loop.time()):
                 raise distro.TransportError(
                     f"zmq: send to {self.endpoint} waited {self._send_timeout:g}s at the "
                     "high-water mark and was given up (the server is not reading, or not there)"
-                ) from None
-            except (zmq.ZMQError, OSError) as exc:
+                )
+            try:
+                self._send(data, _NOBLOCK)
+                return
+            except zmq.Again:
+                continue
+            except zmq.ZMQError as exc:
                 raise wrap(exc, f"send to {self.endpoint}") from exc
-            return
-        error = done.exception()
-        if error is not None:
-            if isinstance(error, (zmq.ZMQError, OSError)):
-                raise wrap(error, f"send to {self.endpoint}") from error
-            raise error
 
     async def aclose(self) -> None:
         """Stop reading and close the socket; frames still queued get ``linger`` seconds to
         leave, in ZeroMQ's I/O thread, so this never blocks. Idempotent."""
-        if self._closed:
-            return
-        self._closed = True
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-        self._socket.close(linger=self._linger_ms)
+        self._pump.close(self._linger_ms)
 
-    async def _read(self) -> None:
-        arecv = self._socket.recv_multipart
-        recv = self._sync.recv
-        sync = self._sync
-        while True:
+    def _drain(self) -> bool:
+        """Hand every queued reply to the receiver, up to :data:`BATCH`.
+
+        :returns: True when replies may be left (the budget ran out).
+        """
+        recv = self._recv
+        more = self._more
+        receiver = self._receiver
+        pump = self._pump
+        for _ in range(BATCH):
+            if pump.closed:
+                return False
             try:
-                frames = await arecv()
-                self._take(frames)
-                for _ in range(BATCH):
-                    data = recv(_NOBLOCK)
-                    if sync.rcvmore:
-                        self._take([data, *sync.recv_multipart(_NOBLOCK)])
-                    else:
-                        self._receiver.frame_received(data)
+                data = recv(_NOBLOCK)
+                if more(_RCVMORE):
+                    self._drop_rest()
+                    continue
             except zmq.Again:
-                continue
-            except (zmq.ZMQError, OSError) as exc:
-                if not self._closed:
+                return False
+            except zmq.ZMQError as exc:
+                if not pump.closed:
                     error = wrap(exc, f"receiving from {self.endpoint}")
                     error.__cause__ = exc
-                    self._receiver.connection_lost(error)
-                return
+                    receiver.connection_lost(error)
+                return False
+            receiver.frame_received(data)
+        return True
 
-    def _take(self, frames: list[bytes]) -> None:
-        if len(frames) == 1:
-            self._receiver.frame_received(frames[0])
-        else:
-            # Only a server that is not distro sends these; there is no counter on a client.
-            _log.warning(
-                "distro zmq client: dropped a %d-frame message from %s; a reply is one frame",
-                len(frames),
-                self.endpoint,
-            )
+    def _drop_rest(self) -> None:
+        count = 1
+        while self._more(_RCVMORE):
+            self._recv(_NOBLOCK, copy=False)
+            count += 1
+        # Only a server that is not distro sends these; a client has no drop counter.
+        _log.warning(
+            "distro zmq client: dropped a %d-frame message from %s; a reply is one frame",
+            count,
+            self.endpoint,
+        )

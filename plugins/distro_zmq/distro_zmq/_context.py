@@ -12,28 +12,28 @@ import threading
 from typing import Any
 
 import zmq
-import zmq.asyncio
 
-__all__ = ["async_context"]
+__all__ = ["context_for"]
 
 _lock = threading.Lock()
-_shared: tuple[int, zmq.asyncio.Context] | None = None
+_shared: tuple[int, zmq.Context[zmq.Socket[bytes]]] | None = None
 
 
-def async_context(given: Any = None) -> zmq.asyncio.Context:
-    """The asyncio context to make sockets in.
+def context_for(given: Any = None) -> zmq.Context[zmq.Socket[bytes]]:
+    """The context to make plain (not ``zmq.asyncio``) sockets in.
 
-    :param given: a ``zmq.Context`` the user passed (plain or asyncio), or None for the
-        process-wide one.
+    :param given: a ``zmq.Context`` the user passed (plain or ``zmq.asyncio``), or None for
+        the process-wide one.
     :raises TypeError: ``given`` is not a ``zmq.Context``.
     """
     global _shared
     if given is not None:
-        if isinstance(given, zmq.asyncio.Context):
+        if type(given) is zmq.Context:
             return given
         if isinstance(given, zmq.Context):
-            # A plain context's sockets cannot be awaited; a shadow shares its I/O thread.
-            return zmq.asyncio.Context.shadow(given.underlying)
+            # An asyncio context makes future-returning sockets; a plain shadow of it shares
+            # its I/O thread and makes the plain sockets the transport drives itself.
+            return zmq.Context.shadow(given.underlying)
         raise TypeError(f"zmq option context must be a zmq.Context, got {type(given).__name__}")
     pid = os.getpid()
     shared = _shared
@@ -41,6 +41,6 @@ def async_context(given: Any = None) -> zmq.asyncio.Context:
         with _lock:
             shared = _shared
             if shared is None or shared[0] != pid:
-                shared = (pid, zmq.asyncio.Context())
+                shared = (pid, zmq.Context())
                 _shared = shared
     return shared[1]

@@ -1,4 +1,4 @@
-"""The server side: a ROUTER socket, its receive loop, and the peers replies go back to.
+"""The server side: a ROUTER socket, the drain that reads it, and the peers replies go back to.
 
 A ROUTER prefixes every incoming message with the routing id of the connection it came on,
 and sends a message whose first frame is a routing id back on that connection. So one socket
@@ -8,27 +8,25 @@ reply leaves as ``[routing id, reply]``. :class:`ZmqPeer` holds the routing id.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from typing import Any, cast
-
 import zmq
-import zmq.asyncio
 
 import distro_core as distro
 
 from ._errors import wrap
 from ._options import IPC_HOST
+from ._pump import SocketPump
 
 __all__ = ["ZmqListener", "ZmqPeer"]
 
 BATCH = 512
-"""Frames taken without awaiting, once the socket is readable; then the loop gets a turn."""
+"""Frames taken in one go; then the loop gets a turn and the drain goes on at the next."""
 
 MAX_PEERS = 4096
 """Peers remembered by routing id, so a busy sender costs no new Peer per frame."""
 
 _NOBLOCK = zmq.NOBLOCK
+_SNDMORE_NOBLOCK = zmq.SNDMORE | zmq.NOBLOCK
+_RCVMORE = zmq.RCVMORE
 
 
 class ZmqPeer(distro.Peer):
@@ -45,9 +43,9 @@ class ZmqPeer(distro.Peer):
         """Queue ``data`` for this peer without blocking.
 
         :raises distro.ConnectionError: the peer has gone (ROUTER_MANDATORY makes the ROUTER
-            say so instead of dropping the reply).
+            say so instead of dropping the reply), or the server is closed.
         :raises distro.TransportError: the peer's queue is at the high-water mark (it is not
-            reading), or the server is closed.
+            reading).
         """
         self._listener._reply(self._identity, data)
 
@@ -61,7 +59,7 @@ class ZmqListener(distro.Listener):
 
     def __init__(
         self,
-        socket: zmq.asyncio.Socket,
+        sock: zmq.Socket[bytes],
         receiver: distro.Receiver,
         endpoint: str,
         address: tuple[str, int],
@@ -69,111 +67,73 @@ class ZmqListener(distro.Listener):
     ) -> None:
         self.address = address
         self.endpoint = endpoint
-        self._socket = socket
-        # The same socket without futures, for draining without an await per frame. Sends
-        # still go through the asyncio socket, which re-arms its edge-triggered wake-up.
-        self._sync: zmq.Socket[bytes] = zmq.Socket.shadow(socket.underlying)
+        self._sock = sock
+        self._recv = sock.recv
+        self._send = sock.send
+        self._more = sock.getsockopt
         self._receiver = receiver
         self._linger_ms = linger_ms
         self._ipc = endpoint.startswith("ipc://")
         self._peers: dict[bytes, ZmqPeer] = {}
-        self._paused = False
-        self._resumed = asyncio.Event()
-        self._resumed.set()
-        self._closed = False
-        self._task: asyncio.Task[None] = asyncio.get_running_loop().create_task(
-            self._serve(), name=f"distro-zmq-server {endpoint}"
-        )
+        self._pump = SocketPump(sock, self._drain, f"server at {endpoint}")
 
     # -- back-pressure and lifecycle ------------------------------------------------------
 
     def pause_reading(self) -> None:
         """Stop taking frames; ZeroMQ queues them up to the high-water mark, then TCP pushes
         back on the clients."""
-        self._paused = True
-        self._resumed.clear()
+        self._pump.paused = True
 
     def resume_reading(self) -> None:
         """Take frames again."""
-        self._paused = False
-        self._resumed.set()
+        self._pump.paused = False
+        self._pump.poke()
 
     async def aclose(self) -> None:
-        """Stop the receive loop and close the socket (bounded by its linger). Idempotent."""
-        if self._closed:
-            return
-        self._closed = True
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        """Stop reading and close the socket; never blocks (see ``linger``). Idempotent."""
+        self._pump.close(self._linger_ms)
         self._peers.clear()
-        self._socket.close(linger=self._linger_ms)
 
     # -- receiving ------------------------------------------------------------------------
 
-    async def _serve(self) -> None:
-        arecv = self._socket.recv_multipart
-        recv = self._sync.recv
-        sync = self._sync
+    def _drain(self) -> bool:
+        """Hand every queued frame to the receiver, up to :data:`BATCH`.
+
+        :returns: True when frames may be left (the budget ran out).
+        """
+        recv = self._recv
+        more = self._more
         peers = self._peers
         receiver = self._receiver
-        while True:
-            if self._paused:
-                await self._resumed.wait()
-                continue
+        pump = self._pump
+        for _ in range(BATCH):
+            if pump.paused or pump.closed:
+                return False
             try:
-                frames = await arecv(copy=False)
+                identity = recv(_NOBLOCK)
+                # ZMTP has no empty message, so a routing id is always followed by a frame.
+                peer = peers.get(identity)
+                if peer is None:
+                    frame = recv(_NOBLOCK, copy=False)
+                    peer = self._peer(identity, frame)
+                    data = frame.bytes
+                else:
+                    data = recv(_NOBLOCK)
+                if more(_RCVMORE):
+                    self._drop_rest(identity)
+                    continue
+            except zmq.Again:
+                return False
             except zmq.ZMQError as exc:
-                if await self._receive_failed(exc):
-                    return
-                continue
-            self._take_frames(frames)
-            # Drain what is already queued without a future per frame: the await above costs
-            # a loop turn, this costs two C calls per frame.
-            budget = BATCH
-            while budget and not self._paused:
-                budget -= 1
-                try:
-                    identity = recv(_NOBLOCK)
-                    # ZMTP has no empty message, so a routing id is always followed by a frame.
-                    peer = peers.get(identity)
-                    if peer is None:
-                        frame = recv(_NOBLOCK, copy=False)
-                        peer = self._peer(identity, frame)
-                        data = frame.bytes
-                    else:
-                        data = recv(_NOBLOCK)
-                    if sync.rcvmore:
-                        self._drop_rest(identity, 2)
-                        continue
-                except zmq.Again:
-                    break
-                except zmq.ZMQError as exc:
-                    if await self._receive_failed(exc):
-                        return
-                    break
-                try:
-                    receiver.frame_received(data, peer)
-                except Exception as exc:  # the core's bug must not stop the server
-                    receiver.frame_dropped("internal", f"receiver raised {exc!r}")
-
-    def _take_frames(self, frames: list[Any]) -> None:
-        """Hand one awaited ``[routing id, frame]`` message to the receiver."""
-        identity = frames[0].bytes
-        if len(frames) != 2:
-            self._receiver.frame_dropped(
-                "frames",
-                f"zmq peer {identity.hex()} sent {len(frames) - 1} frames in one message; "
-                "a distro message is exactly one",
-            )
-            return
-        peer = self._peers.get(identity)
-        if peer is None:
-            peer = self._peer(identity, frames[1])
-        try:
-            self._receiver.frame_received(frames[1].bytes, peer)
-        except Exception as exc:  # the core's bug must not stop the server
-            self._receiver.frame_dropped("internal", f"receiver raised {exc!r}")
+                if pump.closed:
+                    return False
+                receiver.frame_dropped("recv_error", f"zmq: receiving on {self.endpoint}: {exc}")
+                return False
+            try:
+                receiver.frame_received(data, peer)
+            except Exception as exc:  # a fault in the core must not stop the server
+                receiver.frame_dropped("internal", f"receiver raised {exc!r}")
+        return True
 
     def _peer(self, identity: bytes, frame: zmq.Frame) -> ZmqPeer:
         """A Peer for a routing id not seen yet; ``frame`` carries the connection's metadata."""
@@ -194,49 +154,34 @@ class ZmqListener(distro.Listener):
             peers[identity] = peer
         return peer
 
-    def _drop_rest(self, identity: bytes, seen: int) -> None:
-        """Discard the remaining frames of a message with too many and count it."""
-        sync = self._sync
-        while sync.rcvmore:
-            sync.recv(_NOBLOCK, copy=False)
-            seen += 1
+    def _drop_rest(self, identity: bytes) -> None:
+        """Discard the remaining frames of a message with too many, and count it."""
+        count = 1
+        while self._more(_RCVMORE):
+            self._recv(_NOBLOCK, copy=False)
+            count += 1
         self._receiver.frame_dropped(
             "frames",
-            f"zmq peer {identity.hex()} sent {seen - 1} frames in one message; "
+            f"zmq peer {identity.hex()} sent {count} frames in one message; "
             "a distro message is exactly one",
         )
-
-    async def _receive_failed(self, exc: zmq.ZMQError) -> bool:
-        """A receive error other than 'nothing queued': report it, then go on after a pause.
-
-        :returns: whether the loop should stop (the socket is closed).
-        """
-        if self._closed or self._socket.closed:
-            return True
-        self._receiver.frame_dropped("recv_error", f"zmq: receiving on {self.endpoint}: {exc}")
-        # Not a synchronisation: a persistent error must not spin the loop.
-        await asyncio.sleep(0.05)
-        return False
 
     # -- replying -------------------------------------------------------------------------
 
     def _reply(self, identity: bytes, data: bytes) -> None:
-        if self._closed:
+        if self._pump.closed:
             raise distro.ConnectionError(f"zmq: server at {self.endpoint} is closed")
-        # Sent through the asyncio socket: when the receive loop is waiting, it re-arms the
-        # socket's edge-triggered wake-up, which a send on the plain shadow could swallow.
-        done = cast(
-            "asyncio.Future[object]",
-            self._socket.send_multipart((identity, data), flags=_NOBLOCK),
-        )
-        exc = done.exception()
-        if exc is None:
-            return
-        if isinstance(exc, zmq.Again):
+        try:
+            # With ROUTER_MANDATORY the routing id frame fails if the peer is gone (EHOSTUNREACH)
+            # or not reading (EAGAIN at its high-water mark); the rest then always goes.
+            self._send(identity, _SNDMORE_NOBLOCK)
+            self._send(data, _NOBLOCK)
+        except zmq.Again as exc:
             raise distro.TransportError(
                 f"zmq: reply to peer {identity.hex()} on {self.endpoint} not sent: its queue is "
                 "at the high-water mark (the client is not reading)"
             ) from exc
-        if isinstance(exc, (zmq.ZMQError, OSError)):
+        except zmq.ZMQError as exc:
             raise wrap(exc, f"reply to peer {identity.hex()} on {self.endpoint}") from exc
-        raise exc
+        # The send may have taken the socket's wake-up for frames that arrived meanwhile.
+        self._pump.poke()

@@ -7,12 +7,11 @@ from typing import Any, ClassVar
 
 import attrs
 import zmq
-import zmq.asyncio
 
 import distro_core as distro
 
 from ._connection import ZmqConnection
-from ._context import async_context
+from ._context import context_for
 from ._errors import wrap
 from ._listener import ZmqListener
 from ._options import (
@@ -92,10 +91,10 @@ class ZmqTransport(distro.Transport):
             return f"zmq({opts.endpoint})"
         return f"zmq(address={opts.address!r}, port={opts.port})"
 
-    def _socket(self, kind: int, endpoint: str) -> zmq.asyncio.Socket:
+    def _socket(self, kind: int, endpoint: str) -> zmq.Socket[bytes]:
         opts = self.settings
         try:
-            sock = async_context(opts.context).socket(kind)
+            sock = context_for(opts.context).socket(kind)
         except zmq.ZMQError as exc:
             raise wrap(exc, f"making a socket for {endpoint}") from exc
         sock.setsockopt(zmq.LINGER, opts.linger_ms)
@@ -129,7 +128,11 @@ class ZmqTransport(distro.Transport):
                 else f"binding {endpoint} (address {opts.address}, port {opts.port})"
             )
             raise wrap(exc, where) from exc
-        return ZmqListener(sock, receiver, bound, address_of(bound), self.settings.linger_ms)
+        try:
+            return ZmqListener(sock, receiver, bound, address_of(bound), self.settings.linger_ms)
+        except BaseException:
+            sock.close(linger=0)
+            raise
 
     async def connect(
         self, receiver: distro.ClientReceiver, target: tuple[str, int] | None = None
@@ -154,6 +157,10 @@ class ZmqTransport(distro.Transport):
         except zmq.ZMQError as exc:
             sock.close(linger=0)
             raise wrap(exc, f"connecting to {endpoint}") from exc
-        return ZmqConnection(
-            sock, receiver, endpoint, self.settings.send_timeout, self.settings.linger_ms
-        )
+        try:
+            return ZmqConnection(
+                sock, receiver, endpoint, self.settings.send_timeout, self.settings.linger_ms
+            )
+        except BaseException:
+            sock.close(linger=0)
+            raise

@@ -176,3 +176,32 @@ async def test_many_concurrent_clients() -> None:
 
         answers = await asyncio.gather(*(one(n) for n in range(20)))
     assert answers == list(range(20))
+
+
+async def test_a_slow_server_holds_the_sender_back_and_loses_nothing() -> None:
+    factory = distro.create("zmq")
+    server = factory.server(max_concurrency=1, hwm=10)
+    gate = asyncio.Event()
+    got = Recorder()
+
+    @server.post("/load")
+    async def load(msg: distro.Message) -> None:
+        await gate.wait()
+        got(msg)
+
+    count = 2000
+    filler = "f" * 10_000  # 20 MB in all: more than ZeroMQ and loopback TCP buffer together
+    async with server, factory.client(port=server.address[1], hwm=10, send_timeout=10) as client:
+
+        async def flood() -> None:
+            for i in range(count):
+                await client.send(distro.message({"uri": "/load", "verb": "POST"}, [i, filler]))
+
+        sender = asyncio.ensure_future(flood())
+        done, _ = await asyncio.wait({sender}, timeout=0.5)
+        assert not done, "the sender should be held at the high-water mark"
+        gate.set()
+        await asyncio.wait_for(sender, 20)
+        await got.wait_for(count, timeout=20)
+    assert [p[0] for p in got.payloads] == list(range(count))  # type: ignore[index]
+    assert server.stats.dropped_total == 0
