@@ -180,6 +180,7 @@ class Server:
         self._resolved: dict[str, frozenset[str]] = {}
         self._can_reply = transport.capabilities.request_reply
         self._can_ack = transport.capabilities.acknowledgements
+        self._limit = transport.capabilities.max_message_size
         self.stats = ServerStats()
         """Counters of what this server has received, handled and dropped."""
 
@@ -518,6 +519,12 @@ class Server:
                 data = _protocol.reply(msg, value)
             except MessageError as exc:
                 error = f"the handler's return value cannot be sent: {exc}"
+        limit = self._limit
+        if error is None and limit is not None and len(data) > limit:
+            error = (
+                f"the reply is {len(data)} bytes encoded; "
+                f"{self.transport.name} carries at most {limit} bytes in one message"
+            )
         if error is not None:
             data = _protocol.error_reply(msg, error)
         try:

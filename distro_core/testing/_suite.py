@@ -375,6 +375,18 @@ class TransportSuite:
             [msg] = await got.wait_for(1)
         assert msg == just_fits
 
+    async def test_a_reply_too_large_for_the_transport_is_an_error_reply(
+        self, factory: distro.Factory
+    ) -> None:
+        limit = self.caps(factory).max_message_size
+        if limit is None or not self.caps(factory).request_reply:
+            pytest.skip(f"{factory.name} declares no message size limit")
+        server = factory.server(self.server_options(factory))
+        server.get("/huge", lambda m: "h" * limit)
+        async with self.serving(factory, server) as (_, client):
+            with pytest.raises(distro.RemoteError, match="at most"):
+                await client.request(distro.message({"uri": "/huge"}), timeout=5)
+
     # -- lifecycle ------------------------------------------------------------------------
 
     async def test_close_lets_handlers_in_flight_finish(self, factory: distro.Factory) -> None:
