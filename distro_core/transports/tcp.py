@@ -2,282 +2,64 @@
 
 A client keeps one connection to its server and sends every message on it, in order; replies
 come back on the same connection. Frames are split by the pure
-:class:`~distro_core.framing.FrameDecoder`; this module is the asyncio driver around it
-(``asyncio.Protocol``, not streams, to keep a read to a split and a loop).
+:class:`~distro_core.framing.FrameDecoder`; this module and ``_tcp_server`` are the asyncio
+driver around it (``asyncio.Protocol``, not streams: a read costs one split and a loop).
 
 What a server does with a peer that misbehaves: a frame longer than ``max_frame_size`` (or that
 many bytes with no newline) is counted as dropped ``too_large`` and the connection is aborted;
-a frame cut off by the end of the stream is counted ``truncated``; anything else that is not a
-message is the core's to count (``invalid``). The server serves other connections throughout.
+a frame cut off by the end of the stream (or by the server's close) is counted ``truncated``;
+a whole line that is not a message is the core's to count (``invalid``). The server serves
+its other connections throughout, and the offending one too unless its stream was cut.
 
-Reconnection: when a client's connection is lost (the server closed or restarted), the core is
-told at once (``connection_lost``, so pending requests fail with ``ConnectionError``) and the
-next ``send`` opens a new connection, waiting at most ``connect_timeout``; if the server is not
-back, that send raises :class:`~distro_core.ConnectionError` and a later one tries again.
+Reconnection: when a client's connection is lost (the server closed, restarted or reset it),
+the core is told at once (``connection_lost``: pending requests fail with ``ConnectionError``)
+and the next ``send`` opens a new connection, waiting at most ``connect_timeout``. If the server
+is not back, that send raises :class:`~distro_core.ConnectionError`; a later one tries again.
+A send that races the server's close (written before the client has read the close) is lost
+as on any TCP socket; the connection is then reset and pending requests fail at once.
 """
 
 from __future__ import annotations
 
 import asyncio
-import errno
 import math
 from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
-from .._exceptions import AddressInUse, ConnectionError, MessageError, TransportError
+from .._exceptions import ConnectionError, MessageError
 from .._message import Message
 from .._transport import (
     Capabilities,
     ClientReceiver,
     Connection,
     Listener,
-    Peer,
     Receiver,
     Transport,
     check_options,
 )
-from ..framing import DEFAULT_MAX_FRAME_SIZE, FrameDecoder, FrameTooLarge, FramingError
+from ..framing import DEFAULT_MAX_FRAME_SIZE, FrameDecoder, FramingError
+from ._tcp_server import CLOSE_GRACE, FrameWriter, TcpListener, where
 
 __all__ = ["TcpTransport"]
 
 DEFAULT_ADDRESS = "127.0.0.1"
 DEFAULT_CONNECT_TIMEOUT = 5.0
-CLOSE_GRACE = 1.0
-"""Seconds a closing connection may take to flush its writes before it is aborted."""
 
 _NL = b"\n"
 
 
-def _where(host: object, port: object) -> str:
-    host = str(host)
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-class _TcpPeer(Peer):
-    """The client at the other end of one server connection; one per connection."""
-
-    __slots__ = ("_protocol",)
-
-    def __init__(self, host: str | None, protocol: _ServerProtocol) -> None:
-        super().__init__(host)
-        self._protocol = protocol
-
-    def send(self, data: bytes, reply_to: str) -> None:
-        self._protocol.write_frame(data)
-
-
-class _ServerProtocol(asyncio.Protocol):
-    """One accepted connection: bytes in -> decoder -> frames to the core."""
-
-    def __init__(self, listener: _TcpListener) -> None:
-        self._listener = listener
-        self._receiver = listener.receiver
-        self._deliver = listener.receiver.frame_received
-        self._decoder = FrameDecoder(listener.max_frame_size)
-        self._limit = listener.max_frame_size
-        self._transport: asyncio.Transport | None = None
-        self._peer = _TcpPeer(None, self)
-        self._where = "?"
-        self._write_paused = False
-        self._reading_paused = False
-        self._held: deque[bytes] = deque()
-        self.lost: asyncio.Future[None] = listener.loop.create_future()
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
-        peername = transport.get_extra_info("peername")
-        if peername:
-            self._peer.host = str(peername[0])
-            self._where = _where(peername[0], peername[1])
-        listener = self._listener
-        if listener.closed:
-            transport.abort()
-            return
-        listener.connections.add(self)
-        if listener.paused:
-            self.update_reading()
-
-    def data_received(self, data: bytes) -> None:
-        try:
-            frames = self._decoder.feed(data)
-        except FramingError as exc:
-            self._take(exc.frames)
-            reason = "too_large" if isinstance(exc, FrameTooLarge) else "invalid"
-            self._receiver.frame_dropped(reason, f"tcp peer {self._where}: {exc}; disconnected")
-            if self._transport is not None:
-                self._transport.abort()
-            return
-        self._take(frames)
-
-    def _take(self, frames: list[bytes]) -> None:
-        if self._reading_paused or self._held:
-            self._held.extend(frames)
-            return
-        deliver = self._deliver
-        peer = self._peer
-        remaining = iter(frames)
-        for frame in remaining:
-            deliver(frame, peer)
-            if self._reading_paused:
-                # The core paused mid-chunk: keep the rest here rather than overfill its
-                # backlog; they go first when reading resumes.
-                self._held.extend(remaining)
-                return
-
-    def eof_received(self) -> bool | None:
-        self._end_of_stream()
-        return None  # close our side too: a half-closed peer gets no more replies
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._end_of_stream()
-        self._transport = None
-        if not self._held:  # else kept until the frames it holds are delivered on resume
-            self._listener.connections.discard(self)
-        if not self.lost.done():
-            self.lost.set_result(None)
-
-    def _end_of_stream(self) -> None:
-        try:
-            self._decoder.feed(b"")
-        except FramingError as exc:
-            self._receiver.frame_dropped("truncated", f"tcp peer {self._where}: {exc}")
-
-    def pause_writing(self) -> None:
-        # A peer that does not read its replies stops being read from: the write buffer
-        # stays near the high-water mark instead of growing with every request it sends.
-        self._write_paused = True
-        self.update_reading()
-
-    def resume_writing(self) -> None:
-        self._write_paused = False
-        self.update_reading()
-
-    def update_reading(self) -> None:
-        """Pause or resume reading to match the listener's and this connection's state."""
-        if self._write_paused or self._listener.paused:
-            if not self._reading_paused:
-                self._reading_paused = True
-                if self._transport is not None:
-                    self._transport.pause_reading()
-            return
-        if not self._reading_paused:
-            return
-        self._reading_paused = False
-        held = self._held
-        while held:
-            self._deliver(held.popleft(), self._peer)
-            if self._reading_paused:
-                return  # the core paused again while taking them
-        if self._transport is None:
-            self._listener.connections.discard(self)
-        else:
-            self._transport.resume_reading()
-
-    def write_frame(self, data: bytes) -> None:
-        """Write one reply frame; the core's :meth:`Peer.send`."""
-        transport = self._transport
-        if transport is None or transport.is_closing():
-            raise ConnectionError(f"tcp: the connection from {self._where} is gone")
-        if len(data) > self._limit:
-            raise TransportError(
-                f"tcp: a reply of {len(data)} bytes to {self._where} exceeds "
-                f"max_frame_size of {self._limit} bytes"
-            )
-        if _NL in data:
-            raise TransportError(f"tcp: a reply to {self._where} holds a raw newline")
-        transport.write(data + _NL)
-
-    def close(self) -> None:
-        """Close after flushing what is queued (bounded by the listener)."""
-        if self._transport is not None:
-            self._transport.close()
-
-    def abort(self) -> None:
-        """Close now, dropping what is queued."""
-        if self._transport is not None:
-            self._transport.abort()
-
-
-class _TcpListener(Listener):
-    def __init__(self, receiver: Receiver, max_frame_size: int) -> None:
-        self.receiver = receiver
-        self.max_frame_size = max_frame_size
-        self.loop = asyncio.get_running_loop()
-        self.connections: set[_ServerProtocol] = set()
-        self.paused = False
-        self.closed = False
-        self._server: asyncio.AbstractServer | None = None
-
-    async def bind(self, host: str, port: int) -> None:
-        try:
-            server = await self.loop.create_server(lambda: _ServerProtocol(self), host, port)
-        except OSError as exc:
-            where = _where(host, port)
-            if exc.errno == errno.EADDRINUSE:
-                raise AddressInUse(
-                    f"tcp: cannot listen on {where}: address {host} port {port} is already in use"
-                ) from exc
-            raise TransportError(f"tcp: cannot listen on {where}: {exc}") from exc
-        self._server = server
-        name = server.sockets[0].getsockname()
-        self.address = (str(name[0]), int(name[1]))
-
-    def pause_reading(self) -> None:
-        if not self.paused:
-            self.paused = True
-            for protocol in self.connections:
-                protocol.update_reading()
-
-    def resume_reading(self) -> None:
-        if self.paused:
-            self.paused = False
-            for protocol in list(self.connections):
-                protocol.update_reading()
-
-    async def aclose(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        if self._server is not None:
-            self._server.close()
-        protocols = list(self.connections)
-        for protocol in protocols:
-            protocol.close()
-        waiting = [p.lost for p in protocols if not p.lost.done()]
-        if waiting:
-            # close() waits for queued writes to flush; a peer that stalls gets aborted.
-            _, stuck = await asyncio.wait(waiting, timeout=CLOSE_GRACE)
-            if stuck:
-                for protocol in protocols:
-                    protocol.abort()
-                await asyncio.wait(stuck, timeout=CLOSE_GRACE)
-        if self._server is not None:
-            try:
-                await asyncio.wait_for(self._server.wait_closed(), CLOSE_GRACE)
-            except asyncio.TimeoutError:
-                pass
-
-
-class _ClientProtocol(asyncio.Protocol):
+class _ClientProtocol(FrameWriter):
     """A client's connection: frames out, reply frames in, write back-pressure."""
 
-    transport: asyncio.Transport
-
     def __init__(self, connection: _TcpConnection) -> None:
+        super().__init__(asyncio.get_running_loop())
         self._connection = connection
         self._deliver = connection.receiver.frame_received
         self._decoder = FrameDecoder(connection.max_frame_size)
         self._drain_waiters: deque[asyncio.Future[None]] = deque()
         self._error: BaseException | None = None
-        self.paused = False
         self.notified = False
-        self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -295,6 +77,7 @@ class _ClientProtocol(asyncio.Protocol):
             deliver(frame)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
         error: BaseException
         if self._error is not None:
             error = self._error
@@ -304,23 +87,22 @@ class _ClientProtocol(asyncio.Protocol):
         else:
             error = ConnectionError(f"tcp: server {self._connection.where} closed the connection")
         self._error = error
-        while self._drain_waiters:
-            waiter = self._drain_waiters.popleft()
-            if not waiter.done():
-                waiter.set_exception(error)
-        if not self.lost.done():
-            self.lost.set_result(None)
+        self._wake_drainers(error)
         self._connection.lost(self, error)
 
-    def pause_writing(self) -> None:
-        self.paused = True
-
     def resume_writing(self) -> None:
-        self.paused = False
+        super().resume_writing()
+        self._wake_drainers(None)
+
+    def _wake_drainers(self, error: BaseException | None) -> None:
         while self._drain_waiters:
             waiter = self._drain_waiters.popleft()
-            if not waiter.done():
+            if waiter.done():
+                continue
+            if error is None:
                 waiter.set_result(None)
+            else:
+                waiter.set_exception(error)
 
     async def drain(self) -> None:
         """Wait until the write buffer is below its low-water mark again.
@@ -329,11 +111,10 @@ class _ClientProtocol(asyncio.Protocol):
         """
         if self._error is not None:
             raise self._error
-        if not self.paused:
-            return
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._drain_waiters.append(waiter)
-        await waiter
+        if self.write_paused:
+            waiter: asyncio.Future[None] = self.loop.create_future()
+            self._drain_waiters.append(waiter)
+            await waiter
 
 
 class _TcpConnection(Connection):
@@ -342,7 +123,7 @@ class _TcpConnection(Connection):
     def __init__(self, receiver: ClientReceiver, host: str, port: int, options: TcpTransport):
         self.receiver = receiver
         self.max_frame_size = options.max_frame_size
-        self.where = _where(host, port)
+        self.where = where(host, port)
         self._host = host
         self._port = port
         self._timeout = options.connect_timeout
@@ -379,18 +160,16 @@ class _TcpConnection(Connection):
             protocol = await self._reconnect(protocol)
         if _NL in data:
             raise MessageError(f"message {message.id} holds a raw newline; it cannot be framed")
-        # One write of a joined copy: for frames of a few hundred bytes the copy is cheaper than
-        # a second write() call, and it is one send() system call instead of two.
-        protocol.transport.write(data + _NL)
-        if protocol.paused:
+        protocol.write_frame(data)
+        if protocol.write_paused:
             await protocol.drain()
 
     async def _reconnect(self, old: _ClientProtocol | None) -> _ClientProtocol:
         if self._closed:
             raise ConnectionError(f"tcp: the connection to {self.where} is closed")
         if old is not None:
-            # Closing but not yet reported: report now, before anything goes out on a new
-            # connection, so its requests are not failed by the old connection's news.
+            # Closing but not yet reported: report it now, before anything goes out on a new
+            # connection, so that the new connection's requests are not failed by old news.
             self.lost(old, ConnectionError(f"tcp: the connection to {self.where} is closing"))
         async with self._lock:
             if self._protocol is not None and not self._protocol.transport.is_closing():
@@ -414,6 +193,7 @@ class _TcpConnection(Connection):
         protocol, self._protocol = self._protocol, None
         if protocol is None or protocol.lost.done():
             return
+        protocol.flush()
         protocol.transport.close()
         try:
             await asyncio.wait_for(asyncio.shield(protocol.lost), CLOSE_GRACE)
@@ -431,9 +211,9 @@ class TcpTransport(Transport):
       public address). IPv6 addresses such as ``"::1"`` work.
     * ``port``: 0 (the default) makes a server pick a free port (see ``server.address``); a
       client names its server's.
-    * ``max_frame_size``: the longest frame read or written, in bytes (1 MiB by default). A
-      peer sending more is disconnected; the client refuses larger messages with
-      ``MessageTooLarge`` before sending.
+    * ``max_frame_size``: the longest frame read or written, in bytes without the newline
+      (1 MiB by default). A peer sending more is disconnected; a client refuses larger
+      messages with ``MessageTooLarge`` before sending.
     * ``connect_timeout``: seconds a client waits for a connection (5 by default).
     """
 
@@ -445,9 +225,7 @@ class TcpTransport(Transport):
         super().__init__(options)
         address = options.get("address", DEFAULT_ADDRESS)
         if not isinstance(address, str) or not address:
-            raise ValueError(
-                f"address must be a non-empty host name or IP address, got {address!r}"
-            )
+            raise ValueError(f"address must be a host name or IP address, got {address!r}")
         port = options.get("port", 0)
         if type(port) is not int or not 0 <= port <= 65535:
             raise ValueError(f"port must be an integer 0..65535, got {port!r}")
@@ -455,23 +233,19 @@ class TcpTransport(Transport):
         if type(size) is not int or size < 1:
             raise ValueError(f"max_frame_size must be a positive integer, got {size!r}")
         timeout = options.get("connect_timeout", DEFAULT_CONNECT_TIMEOUT)
-        if (
-            isinstance(timeout, bool)
-            or not isinstance(timeout, (int, float))
-            or not (timeout > 0 and math.isfinite(timeout))
-        ):
+        if type(timeout) not in (int, float) or not (timeout > 0 and math.isfinite(timeout)):
             raise ValueError(f"connect_timeout must be a positive number, got {timeout!r}")
-        self.address = address
-        self.port = port
-        self.max_frame_size = size
+        self.address: str = address
+        self.port: int = port
+        self.max_frame_size: int = size
         self.connect_timeout = float(timeout)
         if size != DEFAULT_MAX_FRAME_SIZE:
-            # The core reads the limit from the instance, so a client checks sizes against the
-            # limit it was given; the class attribute describes the default.
+            # The core reads the limit off the instance: a client then refuses what its own
+            # decoder limit (and, configured alike, its server's) would reject.
             vars(self)["capabilities"] = Capabilities(max_message_size=size)
 
     async def listen(self, receiver: Receiver) -> Listener:
-        listener = _TcpListener(receiver, self.max_frame_size)
+        listener = TcpListener(receiver, self.max_frame_size)
         await listener.bind(self.address, self.port)
         return listener
 
