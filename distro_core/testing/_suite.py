@@ -311,7 +311,11 @@ class TransportSuite:
             pytest.skip(f"{factory.name} declares no acknowledgements")
         origin = factory.server(self.server_options(factory))
         acks = Recorder()
-        origin.receive(acks)
+        if self.caps(factory).fan_out:
+            # Over pub/sub a catch-all would also get (and acknowledge) the message itself.
+            origin.get("RECEIVED", acks)
+        else:
+            origin.receive(acks)
         target = factory.server(self.server_options(factory))
         handled = Recorder()
         target.post("/order", handled)
@@ -465,8 +469,11 @@ class TransportSuite:
             await client.send(distro.message({"uri": "/x", "verb": "POST"}))
             await client.send(distro.message({"uri": "/nowhere", "verb": "POST"}))
             await got.wait_for(1)
-            await wait_until(lambda: server.stats.dropped.get("no_route") == 1, what="no_route")
-        assert server.stats.received == 2
+            # Over pub/sub (fan_out) a server subscribes by route: "/nowhere" never reaches it.
+            unrouted = 0 if self.caps(factory).fan_out else 1
+            if unrouted:
+                await wait_until(lambda: server.stats.dropped.get("no_route") == 1, what="no_route")
+        assert server.stats.received == 1 + unrouted
         assert server.stats.handled == 1
 
     async def test_a_client_after_close_raises_state_error(self, factory: distro.Factory) -> None:

@@ -9,7 +9,8 @@ per-message parsing through redis-py's generic reply machinery.
 Two kinds of link:
 
 * :class:`Publisher` writes PUBLISH commands and counts Redis's replies (so a close can wait
-  until everything sent was taken), remembering any error reply for the next send to report.
+  until everything sent was taken), remembering any error reply for the next send to report;
+  a sender may watch one PUBLISH's reply, the number of subscribers that got it.
 * :class:`Subscriber` (SUBSCRIBE / PSUBSCRIBE) delivers messages to a callback, tracks which
   subscriptions Redis confirmed, and honours pause/resume by pausing the socket.
 """
@@ -157,7 +158,9 @@ class Publisher(_Link):
         self._tail = b""
         self._write_paused = False
         self._waiters: list[asyncio.Future[None]] = []
-        self.outstanding = 0
+        self._watchers: deque[tuple[int, Callable[[int | str], None]]] = deque()
+        self.sent = 0
+        self.answered = 0
         self.error: str | None = None
 
     def publish(self, head: bytes, data: bytes) -> None:
@@ -168,7 +171,17 @@ class Publisher(_Link):
             self._loop.call_soon(self._flush)
         self._queue += (head, b"$%d\r\n" % len(data), data, CRLF)
         self._queued += len(data)
-        self.outstanding += 1
+        self.sent += 1
+
+    def watch(self, callback: Callable[[int | str], None]) -> None:
+        """Call ``callback`` with Redis's reply to the last PUBLISH queued: the number of
+        subscribers that received it, or the error text."""
+        self._watchers.append((self.sent, callback))
+
+    @property
+    def outstanding(self) -> int:
+        """PUBLISH commands Redis has not answered yet."""
+        return self.sent - self.answered
 
     @property
     def congested(self) -> bool:
@@ -233,10 +246,14 @@ class Publisher(_Link):
     def _lost(self) -> None:
         self._queue = []
         self._queued = 0
+        # Whether the unanswered PUBLISHes reached anyone is unknown: their watchers learn
+        # nothing (a request then ends by its time-out or the reply link's loss).
+        self._watchers.clear()
         self._wake(distro.ConnectionError("redis transport: the publisher link is closed"))
 
     def data_received(self, data: bytes) -> None:
-        # Replies to PUBLISH are one line each (":<n>" or "-<error>"): count lines.
+        # Replies to PUBLISH are one line each (":<n>" or "-<error>"): unless one is watched or
+        # is an error, counting lines is all there is to do.
         if self._tail:
             data = self._tail + data
             self._tail = b""
@@ -244,16 +261,33 @@ class Publisher(_Link):
             cut = data.rfind(b"\n") + 1
             self._tail = data[cut:]
             data = data[:cut]
-        if b"-" in data:
-            for line in data.split(b"\r\n"):
-                if line[:1] == b"-":
-                    self.error = line[1:].decode("utf-8", "replace")
-                    log.error("redis transport: Redis refused a PUBLISH: %s", self.error)
-        self.outstanding -= data.count(b"\n")
-        if self.outstanding <= 0:
-            self.outstanding = 0
-            if self._waiters and not self._write_paused:
-                self._wake()
+        if self._watchers or b"-" in data:
+            self._replies(data.split(b"\r\n")[:-1])
+        else:
+            self.answered += data.count(b"\n")
+        if self.answered >= self.sent and self._waiters and not self._write_paused:
+            self._wake()
+
+    def _replies(self, lines: list[bytes]) -> None:
+        watchers = self._watchers
+        for line in lines:
+            self.answered += 1
+            value: int | str
+            if line[:1] == b"-":
+                value = self.error = line[1:].decode("utf-8", "replace")
+                log.error("redis transport: Redis refused a PUBLISH: %s", value)
+            else:
+                try:
+                    value = int(line[1:])
+                except ValueError:
+                    value = f"unexpected reply {line[:40]!r}"
+            while watchers and watchers[0][0] <= self.answered:
+                seq, callback = watchers.popleft()
+                if seq == self.answered:
+                    try:
+                        callback(value)
+                    except Exception:
+                        log.exception("redis transport: a PUBLISH watcher failed")
 
 
 class Subscriber(_Link):

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 import uuid
 from collections.abc import Mapping
@@ -391,8 +392,28 @@ class RedisConnection(distro.Connection):
         if len(data) > MAX_BULK:
             raise distro.MessageTooLarge(len(data), MAX_BULK, "redis")
         pub.publish(head, data)
+        if data is not message.to_bytes() and self._replies:
+            # A request (the core re-encodes a request with its replyTo; a plain send passes
+            # the message's own encoding): if no server is subscribed to its channel, no
+            # reply can come, so answer it now instead of letting it time out.
+            pub.watch(functools.partial(self._heard, message))
         if pub.congested:
             await pub.drain(self.config.connect_timeout)
+
+    def _heard(self, request: distro.Message, answer: int | str) -> None:
+        """Redis's answer to a request's PUBLISH: how many subscribers got it, or an error."""
+        if answer == 0:
+            verb = request.headers.get("verb") or "GET"
+            text = (
+                f"no handler for {verb} {request.uri}: no server on {self.config.bus} "
+                "subscribes to it"
+            )
+        elif isinstance(answer, str):
+            text = f"Redis refused the request: {answer}"
+        else:
+            return
+        headers = {"uri": "REPLY", "inReplyTo": request.id, "error": text}
+        self._receiver.frame_received(distro.message(headers).to_bytes())
 
     async def aclose(self) -> None:
         if self._closed:
