@@ -55,7 +55,9 @@ class ZmqConnection(distro.Connection):
         self._receiver = receiver
         self._send_timeout = send_timeout
         self._linger_ms = linger_ms
-        self._pump = SocketPump(sock, self._drain, f"client of {endpoint}")
+        self._pump = SocketPump(
+            sock, self._drain, receiver.connection_lost, f"client of {endpoint}"
+        )
 
     async def send(self, data: bytes, message: distro.Message) -> None:
         """Queue one frame for the server.
@@ -102,6 +104,7 @@ class ZmqConnection(distro.Connection):
         """Hand every queued reply to the receiver, up to :data:`BATCH`.
 
         :returns: True when replies may be left (the budget ran out).
+        :raises zmq.ZMQError: the socket failed (the pump handles it).
         """
         recv = self._recv
         more = self._more
@@ -117,13 +120,10 @@ class ZmqConnection(distro.Connection):
                     continue
             except zmq.Again:
                 return False
-            except zmq.ZMQError as exc:
-                if not pump.closed:
-                    error = wrap(exc, f"receiving from {self.endpoint}")
-                    error.__cause__ = exc
-                    receiver.connection_lost(error)
-                return False
-            receiver.frame_received(data)
+            try:
+                receiver.frame_received(data)
+            except Exception as exc:  # a fault in the core must not stop the client reading
+                _log.error("distro zmq client: receiver raised %r on a reply", exc)
         return True
 
     def _drop_rest(self) -> None:

@@ -75,7 +75,7 @@ class ZmqListener(distro.Listener):
         self._linger_ms = linger_ms
         self._ipc = endpoint.startswith("ipc://")
         self._peers: dict[bytes, ZmqPeer] = {}
-        self._pump = SocketPump(sock, self._drain, f"server at {endpoint}")
+        self._pump = SocketPump(sock, self._drain, self._failed, f"server at {endpoint}")
 
     # -- back-pressure and lifecycle ------------------------------------------------------
 
@@ -100,6 +100,7 @@ class ZmqListener(distro.Listener):
         """Hand every queued frame to the receiver, up to :data:`BATCH`.
 
         :returns: True when frames may be left (the budget ran out).
+        :raises zmq.ZMQError: the socket failed (the pump handles it).
         """
         recv = self._recv
         more = self._more
@@ -124,16 +125,15 @@ class ZmqListener(distro.Listener):
                     continue
             except zmq.Again:
                 return False
-            except zmq.ZMQError as exc:
-                if pump.closed:
-                    return False
-                receiver.frame_dropped("recv_error", f"zmq: receiving on {self.endpoint}: {exc}")
-                return False
             try:
                 receiver.frame_received(data, peer)
             except Exception as exc:  # a fault in the core must not stop the server
                 receiver.frame_dropped("internal", f"receiver raised {exc!r}")
         return True
+
+    def _failed(self, error: distro.TransportError) -> None:
+        """The socket broke (its context was terminated): nothing more will be read."""
+        self._receiver.frame_dropped("socket_failed", f"{error}; the server reads no more")
 
     def _peer(self, identity: bytes, frame: zmq.Frame) -> ZmqPeer:
         """A Peer for a routing id not seen yet; ``frame`` carries the connection's metadata."""

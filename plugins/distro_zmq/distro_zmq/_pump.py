@@ -14,6 +14,7 @@ socket (a send too) may consume the signal. So after every burst of sends the pu
 from __future__ import annotations
 
 import asyncio
+import errno
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -21,6 +22,8 @@ from typing import Any
 import zmq
 
 import distro_core as distro
+
+from ._errors import wrap
 
 __all__ = ["SocketPump"]
 
@@ -34,14 +37,25 @@ class SocketPump:
 
     :param sock: a plain (not ``zmq.asyncio``) socket, used only from this loop's thread.
     :param drain: reads what is queued; returns True when it stopped with frames left (its
-        budget spent), so the pump calls it again at the next loop turn.
+        budget spent), so the pump calls it again at the next loop turn. ZeroMQ errors other
+        than ``EAGAIN`` it lets through.
+    :param failed: told of a ZeroMQ error that stops the socket (a terminated context); the
+        pump then stops watching it and fails waiting writers.
     :param what: names the socket in errors.
     :raises distro.TransportError: the running loop cannot watch file descriptors (the
         Windows proactor loop: use the selector loop there).
     """
 
-    def __init__(self, sock: zmq.Socket[bytes], drain: Callable[[], bool], what: str) -> None:
+    def __init__(
+        self,
+        sock: zmq.Socket[bytes],
+        drain: Callable[[], bool],
+        failed: Callable[[distro.TransportError], None],
+        what: str,
+    ) -> None:
         self._sock = sock
+        self._what = what
+        self._failed = failed
         # For integer options getsockopt gives an int; typed loosely so the hot path has no cast.
         self._events: Callable[[int], Any] = sock.getsockopt
         self._drain = drain
@@ -52,8 +66,10 @@ class SocketPump:
         self.paused = False
         """While true, frames stay queued in ZeroMQ (back-pressure)."""
         self._writers: deque[asyncio.Future[None]] = deque()
+        self._watching = False
         try:
             self._loop.add_reader(self._fd, self.check)
+            self._watching = True
         except NotImplementedError as exc:
             raise distro.TransportError(
                 f"zmq: {what}: this event loop cannot watch sockets ({type(self._loop).__name__});"
@@ -81,16 +97,41 @@ class SocketPump:
                     self.poke()
                 elif self._writers:
                     events = self._events(_EVENTS)
-        except zmq.ZMQError:
-            if self._sock.closed:
-                return
-            raise
+        except zmq.ZMQError as exc:
+            self._error(exc)
+            return
         if events & _POLLOUT:
             writers = self._writers
             while writers:
                 waiter = writers.popleft()
                 if not waiter.done():
                     waiter.set_result(None)
+
+    def _error(self, exc: zmq.ZMQError) -> None:
+        if self._closed or self._sock.closed:
+            return
+        if exc.errno == errno.EINTR:  # a signal came in: nothing is wrong, look again
+            self.poke()
+            return
+        error = wrap(exc, self._what)
+        error.__cause__ = exc
+        self._closed = True
+        self._unwatch()
+        self._fail_writers(error)
+        self._failed(error)
+
+    def _unwatch(self) -> None:
+        if self._watching:
+            self._watching = False
+            self._loop.remove_reader(self._fd)
+
+    def _fail_writers(self, error: distro.TransportError) -> None:
+        while self._writers:
+            waiter = self._writers.popleft()
+            if not waiter.done():
+                waiter.set_exception(error)
+                # The sender sees the error; keep asyncio from reporting it as never retrieved.
+                waiter.exception()
 
     async def writable(self, timeout: float) -> bool:
         """Wait until the socket may take a frame again (it was at its high-water mark).
@@ -109,20 +150,14 @@ class SocketPump:
     def close(self, linger_ms: int) -> None:
         """Stop watching and close the socket; ZeroMQ's I/O thread spends at most
         ``linger_ms`` delivering what is still queued, so this never blocks."""
-        if self._closed:
+        if self._sock.closed:
             return
         self._closed = True
-        self._loop.remove_reader(self._fd)
+        self._unwatch()
         self._sock.close(linger=linger_ms)
-        error = distro.ConnectionError("zmq: socket closed while waiting to send")
-        while self._writers:
-            waiter = self._writers.popleft()
-            if not waiter.done():
-                waiter.set_exception(error)
-                # The sender sees the error; keep asyncio from reporting it as never retrieved.
-                waiter.exception()
+        self._fail_writers(distro.ConnectionError(f"zmq: {self._what}: closed while sending"))
 
     @property
     def closed(self) -> bool:
-        """Whether :meth:`close` was called."""
+        """Whether the socket is closed, or failed and no longer read."""
         return self._closed

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import socket
 
 import pytest
@@ -187,3 +188,27 @@ async def test_a_peer_that_never_reads_costs_counted_replies_and_close_stays_bou
             assert loop.time() - started < 2
         finally:
             stalled.close()
+
+
+async def test_random_multipart_garbage_is_all_accounted_for() -> None:
+    rng = random.Random(20240613)
+    server = distro.create("zmq").server()
+    got = Recorder()
+    server.post("/ok", got)
+    count = 300
+    async with server:
+        raw = _raw_dealer(server.address[1])
+        try:
+            for _ in range(count):
+                parts = [rng.randbytes(rng.randrange(0, 200)) for _ in range(rng.randrange(1, 5))]
+                await raw.send_multipart(parts)
+            await raw.send(GOOD.to_bytes())
+            await got.wait_for(1)
+            await wait_until(lambda: server.stats.dropped_total == count, what="every drop")
+        finally:
+            raw.close()
+    dropped = server.stats.dropped
+    assert set(dropped) <= {"invalid", "frames"}
+    # Single frames reach the core, which refuses them; the rest never do.
+    assert server.stats.received == dropped.get("invalid", 0) + 1
+    assert got.messages == [GOOD]

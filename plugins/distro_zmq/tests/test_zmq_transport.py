@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import distro_core as distro
-from distro_core.testing import Recorder
+from distro_core.testing import Recorder, wait_until
 
 
 def _free_port() -> int:
@@ -44,6 +44,23 @@ async def test_ipc_endpoint_serves_requests_and_reports_it_as_the_address(
     assert reply.payload == "ipc"
     assert got.payloads == [1, 2]
     assert got.messages[0].params == {}
+
+
+async def test_received_from_an_ipc_client_may_go_to_a_loopback_server(tmp_path: Path) -> None:
+    # ipc peers are processes on this machine: their host is loopback for the RECEIVED check.
+    factory = distro.create("zmq")
+    origin = factory.server()
+    acks = Recorder()
+    origin.receive(acks)
+    target = factory.server(endpoint=f"ipc://{tmp_path}/t.sock")
+    target.post("/order", lambda m: None)
+    async with origin, target, factory.client(endpoint=target.address[0]) as client:
+        host, port = origin.address
+        sent = distro.message({"uri": "/order", "verb": "POST", "address": host, "port": port})
+        await client.send(sent)
+        [ack] = await acks.wait_for(1)
+    assert ack.payload == {"msgId": sent.id}
+    assert target.stats.acks_sent == 1
 
 
 async def test_ipc_in_a_missing_directory_is_a_transport_error(tmp_path: Path) -> None:
@@ -205,3 +222,39 @@ async def test_a_slow_server_holds_the_sender_back_and_loses_nothing() -> None:
         await got.wait_for(count, timeout=20)
     assert [p[0] for p in got.payloads] == list(range(count))  # type: ignore[index]
     assert server.stats.dropped_total == 0
+
+
+async def test_a_terminated_context_fails_waiting_requests_and_stops_the_server() -> None:
+    import zmq
+
+    context = zmq.Context()
+    factory = distro.create("zmq")
+    server = factory.server(context=context)
+    gate = asyncio.Event()
+
+    @server.get("/wait")
+    async def wait(msg: distro.Message) -> str:
+        await gate.wait()
+        return "never"
+
+    server.get("/ping", lambda m: "pong")
+    await server.start()
+    client = factory.client(port=server.address[1], context=context)
+    await client.open()
+    try:
+        assert (await client.request(distro.message({"uri": "/ping"}), timeout=5)).payload
+        pending = asyncio.ensure_future(client.request(distro.message({"uri": "/wait"}), 10))
+        await wait_until(lambda: server.stats.received == 2, what="the request to arrive")
+        # term() blocks until every socket is closed, so it runs in a thread meanwhile.
+        terminating = asyncio.ensure_future(asyncio.to_thread(context.term))
+        with pytest.raises(distro.ConnectionError) as info:
+            await asyncio.wait_for(pending, 5)
+        assert isinstance(info.value.__cause__, distro.TransportError)
+        await wait_until(
+            lambda: server.stats.dropped.get("socket_failed") == 1, what="the failure counted"
+        )
+    finally:
+        gate.set()
+        await client.aclose()
+        await server.aclose()
+    await asyncio.wait_for(terminating, 5)
