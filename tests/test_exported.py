@@ -1,0 +1,118 @@
+"""Meta tests: the public surface is exactly ``distro_core.__all__``, and all of it is documented.
+
+Modelled on httpx's tests/test_exported_members.py and pytest's documented hookspecs.
+"""
+
+from __future__ import annotations
+import __future__
+
+import ast
+import inspect
+import itertools
+import types
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import distro_core as distro
+from distro_core import hookspecs
+
+PACKAGE = Path(distro.__file__).parent
+
+
+def test_all_is_sorted_and_unique() -> None:
+    assert distro.__all__ == sorted(set(distro.__all__))
+
+
+def test_all_is_exactly_the_public_names() -> None:
+    public = {
+        name
+        for name, value in vars(distro).items()
+        if not name.startswith("_")
+        # Submodules (hookspecs, transports, testing, ...) and "from __future__ import" are
+        # attributes of the package, not names it exports.
+        and not isinstance(value, (types.ModuleType, __future__._Feature))
+    }
+    assert public | {"__version__"} == set(distro.__all__)
+
+
+def test_every_exported_name_is_importable() -> None:
+    namespace: dict[str, Any] = {}
+    exec("from distro_core import *", namespace)
+    for name in distro.__all__:
+        assert namespace[name] is getattr(distro, name)
+
+
+def test_no_exported_object_lives_in_a_private_name() -> None:
+    for name in distro.__all__:
+        assert not name.startswith("_") or name == "__version__", name
+
+
+def _attribute_docstrings() -> dict[str, str]:
+    """``NAME = value`` followed by a string literal, in every module of the package."""
+    found: dict[str, str] = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        body = ast.parse(path.read_text(encoding="utf-8")).body
+        for statement, following in itertools.pairwise(body):
+            if not (
+                isinstance(following, ast.Expr)
+                and isinstance(following.value, ast.Constant)
+                and isinstance(following.value.value, str)
+            ):
+                continue
+            if isinstance(statement, ast.Assign):
+                targets = statement.targets
+            elif isinstance(statement, ast.AnnAssign):
+                targets = [statement.target]
+            else:
+                continue
+            for target in targets:
+                if isinstance(target, ast.Name):
+                    found[target.id] = following.value.value
+    return found
+
+
+def _own_docstring(value: Any) -> str | None:
+    if inspect.isclass(value):
+        doc = value.__dict__.get("__doc__")
+        return doc if isinstance(doc, str) else None
+    if inspect.isfunction(value) or inspect.isbuiltin(value):
+        return value.__doc__
+    return None  # a constant, alias or marker: its docstring follows its assignment
+
+
+@pytest.mark.parametrize("name", [n for n in distro.__all__ if n != "__version__"])
+def test_every_exported_name_has_a_docstring(name: str) -> None:
+    value = getattr(distro, name)
+    doc = _own_docstring(value)
+    if doc is None and not (inspect.isclass(value) or inspect.isfunction(value)):
+        doc = _attribute_docstrings().get(name)
+    assert doc and doc.strip(), f"distro.{name} has no docstring"
+
+
+def _hooks() -> list[tuple[str, Any]]:
+    marker = f"{hookspecs.PROJECT}_spec"
+    return [
+        (name, value)
+        for name, value in vars(hookspecs).items()
+        if inspect.isfunction(value) and hasattr(value, marker)
+    ]
+
+
+def test_there_are_hooks_and_each_is_named_for_the_project() -> None:
+    hooks = _hooks()
+    assert hooks
+    for name, _ in hooks:
+        assert name.startswith("distro_"), name
+
+
+@pytest.mark.parametrize(("name", "hook"), _hooks(), ids=[name for name, _ in _hooks()])
+def test_every_hook_is_documented(name: str, hook: Any) -> None:
+    doc = inspect.getdoc(hook)
+    assert doc, f"hook {name} has no docstring"
+    summary = doc.splitlines()[0]
+    assert summary.strip().endswith("."), f"hook {name}: the first line is not a summary"
+    assert ":returns:" in doc, f"hook {name} does not say what its return value means"
+    for parameter in inspect.signature(hook).parameters:
+        assert f":param {parameter}:" in doc, f"hook {name} does not document {parameter}"
