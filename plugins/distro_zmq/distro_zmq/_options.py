@@ -25,6 +25,7 @@ __all__ = [
     "address_of",
     "client_endpoint",
     "is_ipv6",
+    "needs_ipv6",
     "parse_options",
     "server_endpoint",
 ]
@@ -144,8 +145,16 @@ def parse_options(options: Mapping[str, Any]) -> ZmqOptions:
 
 
 def is_ipv6(host: str) -> bool:
-    """Whether ``host`` is an IPv6 literal (it then needs brackets and the IPV6 socket option)."""
+    """Whether ``host`` is an IPv6 literal (it then needs brackets in an endpoint)."""
     return ":" in host
+
+
+def needs_ipv6(endpoint: str) -> bool:
+    """Whether a socket for ``endpoint`` needs ZeroMQ's IPV6 option: a bracketed IPv6 host.
+
+    IPv4 endpoints keep it off, so their addresses are reported as plain IPv4, not v4-mapped.
+    """
+    return endpoint.startswith("tcp://[")
 
 
 def _tcp(host: str, port: int | str) -> str:

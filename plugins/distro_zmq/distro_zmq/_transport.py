@@ -19,7 +19,7 @@ from ._options import (
     KNOWN_OPTIONS,
     address_of,
     client_endpoint,
-    is_ipv6,
+    needs_ipv6,
     parse_options,
     server_endpoint,
 )
@@ -100,7 +100,7 @@ class ZmqTransport(distro.Transport):
         sock.setsockopt(zmq.LINGER, opts.linger_ms)
         sock.setsockopt(zmq.SNDHWM, opts.hwm)
         sock.setsockopt(zmq.RCVHWM, opts.hwm)
-        if endpoint.startswith("tcp://") and is_ipv6(endpoint[len("tcp://") :]):
+        if needs_ipv6(endpoint):
             sock.setsockopt(zmq.IPV6, 1)
         return sock
 

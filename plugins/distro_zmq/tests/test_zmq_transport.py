@@ -82,6 +82,22 @@ async def test_ipv6_loopback() -> None:
     assert reply.payload == "six"
 
 
+async def test_an_ipv4_server_reports_a_plain_ipv4_address_and_sender() -> None:
+    factory = distro.create("zmq")
+    server = factory.server()
+    got = Recorder()
+    server.receive(got)
+    async with server, factory.client(port=server.address[1]) as client:
+        assert server.address[0] == "127.0.0.1"
+        # A RECEIVED to the literal sender address passes the core's sender check.
+        ack = {"address": "127.0.0.1", "port": server.address[1]}
+        await client.send(distro.message({"uri": "/from", "verb": "POST", **ack}))
+        await got.wait_for(2)  # the message, then its RECEIVED to this same server
+    assert [m.uri for m in got.messages] == ["/from", "RECEIVED"]
+    assert server.stats.acks_sent == 1
+    assert "ack_refused" not in server.stats.dropped
+
+
 async def test_a_taken_port_raises_address_in_use_naming_address_and_port() -> None:
     factory = distro.create("zmq")
     async with factory.server(port=0) as first:
