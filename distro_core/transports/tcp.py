@@ -120,7 +120,9 @@ class _ClientProtocol(FrameWriter):
 class _TcpConnection(Connection):
     reply_to = "tcp"  # replies simply come back on the connection the request went out on
 
-    def __init__(self, receiver: ClientReceiver, host: str, port: int, options: TcpTransport):
+    def __init__(
+        self, receiver: ClientReceiver, host: str, port: int, options: TcpTransport
+    ) -> None:
         self.receiver = receiver
         self.max_frame_size = options.max_frame_size
         self.where = where(host, port)
