@@ -30,6 +30,9 @@ CRLF = b"\r\n"
 MAX_LINE = 64 * 1024
 """A type line (``$123``, ``:7``, ``-ERR ...``) longer than this is not RESP."""
 
+MAX_DEPTH = 32
+"""Arrays nested deeper than this are not anything Redis sends the transport."""
+
 
 class ProtocolError(ValueError):
     """The bytes are not RESP: the link is out of step and must be dropped."""
@@ -130,7 +133,7 @@ class Decoder:
             self._buffer = rest
         return replies
 
-    def _parse(self, data: bytes, pos: int) -> tuple[Reply, int]:
+    def _parse(self, data: bytes, pos: int, depth: int = 0) -> tuple[Reply, int]:
         """Parse the reply at ``pos``: ``(reply, end)``, or ``(None, _NEED_MORE)`` with
         ``self._need`` set to how far into ``data`` the reply reaches, when known."""
         end = data.find(b"\r\n", pos)
@@ -154,6 +157,8 @@ class Decoder:
             count = _int(data, pos + 1, end)
             if count < 0:
                 return None, end + 2
+            if depth >= MAX_DEPTH:
+                raise ProtocolError(f"arrays nested more than {MAX_DEPTH} deep")
             items: list[Reply] = []
             cursor = end + 2
             size = len(data)
@@ -179,7 +184,7 @@ class Decoder:
                     items.append(data[start:stop])
                     cursor = stop + 2
                 else:
-                    item, cursor = self._parse(data, cursor)
+                    item, cursor = self._parse(data, cursor, depth + 1)
                     if cursor == _NEED_MORE:
                         return None, _NEED_MORE
                     items.append(item)
