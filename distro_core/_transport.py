@@ -175,7 +175,10 @@ class Connection(abc.ABC):
 
     @abc.abstractmethod
     async def send(self, data: bytes, message: Message) -> None:
-        """Send one frame; returns when it is handed to the OS or the broker.
+        """Send one frame; returns when it is handed to the OS or the broker, or queued to be
+        written together with the other frames sent in the same event-loop iteration (bounded:
+        a transport that batches must flush at the end of the iteration and apply write
+        back-pressure, so memory stays bounded).
 
         :param message: the message ``data`` encodes, for transports that pick a channel or
             topic from its headers; most ignore it.
@@ -196,12 +199,13 @@ class Transport(abc.ABC):
     implements :meth:`listen` and :meth:`connect`. One instance serves one server or client.
 
     :cvar name: the name ``distro.create(name)`` finds it by.
-    :cvar capabilities: what it can and cannot do.
+    :cvar capabilities: what it can and cannot do; an instance may replace it when an option
+        changes a limit (``self.capabilities = attrs.evolve(self.capabilities, ...)``).
     :cvar api_version: the :data:`API_VERSION` it was written for.
     """
 
     name: ClassVar[str]
-    capabilities: ClassVar[Capabilities] = Capabilities()
+    capabilities: Capabilities = Capabilities()
     api_version: ClassVar[int] = API_VERSION
 
     def __init__(self, options: Mapping[str, Any]) -> None:

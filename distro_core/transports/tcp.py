@@ -244,7 +244,7 @@ class TcpTransport(Transport):
         if size != DEFAULT_MAX_FRAME_SIZE:
             # The core reads the limit off the instance: a client then refuses what its own
             # decoder limit (and, configured alike, its server's) would reject.
-            vars(self)["capabilities"] = Capabilities(max_message_size=size)
+            self.capabilities = Capabilities(max_message_size=size)
 
     async def listen(self, receiver: Receiver) -> Listener:
         listener = TcpListener(receiver, self.max_frame_size)
