@@ -8,12 +8,16 @@ reply leaves as ``[routing id, reply]``. :class:`ZmqPeer` holds the routing id.
 
 from __future__ import annotations
 
+import asyncio
+import errno
+import socket
+
 import zmq
 
 import distro_core as distro
 
 from ._errors import wrap
-from ._options import IPC_HOST
+from ._options import IPC_HOST, address_of
 from ._pump import SocketPump
 
 __all__ = ["ZmqListener", "ZmqPeer"]
@@ -21,9 +25,13 @@ __all__ = ["ZmqListener", "ZmqPeer"]
 BATCH = 512
 """Frames taken in one go; then the loop gets a turn and the drain goes on at the next."""
 
+RELEASE_TIMEOUT = 1.0
+"""Seconds ``aclose`` waits for ZeroMQ to let go of the bound address."""
+
 MAX_PEERS = 4096
 """Peers remembered by routing id, so a busy sender costs no new Peer per frame."""
 
+_RELEASE_POLL = 0.002
 _NOBLOCK = zmq.NOBLOCK
 _SNDMORE_NOBLOCK = zmq.SNDMORE | zmq.NOBLOCK
 _RCVMORE = zmq.RCVMORE
@@ -75,6 +83,7 @@ class ZmqListener(distro.Listener):
         self._linger_ms = linger_ms
         self._ipc = endpoint.startswith("ipc://")
         self._peers: dict[bytes, ZmqPeer] = {}
+        self._released = False
         self._pump = SocketPump(sock, self._drain, self._failed, f"server at {endpoint}")
 
     # -- back-pressure and lifecycle ------------------------------------------------------
@@ -90,9 +99,20 @@ class ZmqListener(distro.Listener):
         self._pump.poke()
 
     async def aclose(self) -> None:
-        """Stop reading and close the socket; never blocks (see ``linger``). Idempotent."""
+        """Stop reading and close the socket, then wait (at most :data:`RELEASE_TIMEOUT`) until
+        ZeroMQ's I/O thread has let go of the address, so it can be bound again at once.
+        Queued replies get ``linger`` seconds in the background. Idempotent."""
+        if self._released:
+            return
+        self._released = True
         self._pump.close(self._linger_ms)
         self._peers.clear()
+        # libzmq closes the listening socket in its I/O thread a moment after zmq_close and
+        # signals nothing when done, so there is no event to wait on: look a few times.
+        for _ in range(round(RELEASE_TIMEOUT / _RELEASE_POLL)):
+            if _released(self.endpoint):
+                return
+            await asyncio.sleep(_RELEASE_POLL)
 
     # -- receiving ------------------------------------------------------------------------
 
@@ -185,3 +205,33 @@ class ZmqListener(distro.Listener):
             raise wrap(exc, f"reply to peer {identity.hex()} on {self.endpoint}") from exc
         # The send may have taken the socket's wake-up for frames that arrived meanwhile.
         self._pump.poke()
+
+
+def _released(endpoint: str) -> bool:
+    """Whether nothing listens at ``endpoint`` any more (it could be bound again)."""
+    if endpoint.startswith("ipc://"):
+        path = endpoint[len("ipc://") :]
+        if not hasattr(socket, "AF_UNIX") or path.startswith("@"):
+            return True
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        probe.setblocking(False)
+        try:
+            probe.connect(path)
+        except OSError as exc:
+            # Refused or gone: released. EAGAIN: a full backlog, so something still listens.
+            return exc.errno != errno.EAGAIN
+        finally:
+            probe.close()
+        return False
+    host, port = address_of(endpoint)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    probe = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        # SO_REUSEADDR, as libzmq binds: connections in TIME_WAIT do not count, listeners do.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((host, port))
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return True

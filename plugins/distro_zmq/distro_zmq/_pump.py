@@ -137,7 +137,10 @@ class SocketPump:
         """Wait until the socket may take a frame again (it was at its high-water mark).
 
         :returns: False when ``timeout`` seconds passed first.
+        :raises distro.ConnectionError: the socket is closed, or closes meanwhile.
         """
+        if self._closed:
+            raise distro.ConnectionError(f"zmq: {self._what}: closed while sending")
         waiter: asyncio.Future[None] = self._loop.create_future()
         self._writers.append(waiter)
         self.poke()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -52,7 +53,7 @@ class ZmqTransport(distro.Transport):
     """
 
     name: ClassVar[str] = "zmq"
-    capabilities: ClassVar[distro.Capabilities] = distro.Capabilities(
+    capabilities = distro.Capabilities(
         ordered=True,
         reliable=True,
         max_message_size=DEFAULT_MAX_MESSAGE_SIZE,
@@ -78,9 +79,8 @@ class ZmqTransport(distro.Transport):
                 f"zmq option context must be a zmq.Context, got {type(context).__name__}"
             )
         if self.settings.max_message_size != DEFAULT_MAX_MESSAGE_SIZE:
-            # The class attribute states the default; an instance with another limit says so
-            # itself, and the core reads the limit from the instance.
-            vars(self)["capabilities"] = attrs.evolve(
+            # The class attribute states the default; an instance with another limit says so.
+            self.capabilities = attrs.evolve(
                 self.capabilities, max_message_size=self.settings.max_message_size
             )
 
@@ -97,11 +97,15 @@ class ZmqTransport(distro.Transport):
             sock = context_for(opts.context).socket(kind)
         except zmq.ZMQError as exc:
             raise wrap(exc, f"making a socket for {endpoint}") from exc
-        sock.setsockopt(zmq.LINGER, opts.linger_ms)
-        sock.setsockopt(zmq.SNDHWM, opts.hwm)
-        sock.setsockopt(zmq.RCVHWM, opts.hwm)
-        if needs_ipv6(endpoint):
-            sock.setsockopt(zmq.IPV6, 1)
+        try:
+            sock.setsockopt(zmq.LINGER, opts.linger_ms)
+            sock.setsockopt(zmq.SNDHWM, opts.hwm)
+            sock.setsockopt(zmq.RCVHWM, opts.hwm)
+            if needs_ipv6(endpoint):
+                sock.setsockopt(zmq.IPV6, 1)
+        except zmq.ZMQError as exc:
+            sock.close(linger=0)
+            raise wrap(exc, f"setting up a socket for {endpoint}") from exc
         return sock
 
     async def listen(self, receiver: distro.Receiver) -> distro.Listener:
@@ -111,6 +115,9 @@ class ZmqTransport(distro.Transport):
         :raises distro.TransportError: binding failed otherwise (a bad interface or path).
         """
         endpoint = server_endpoint(self.settings)
+        if endpoint.startswith("ipc://") and _ipc_listener_alive(endpoint[len("ipc://") :]):
+            # libzmq would unlink the live server's socket file and take the path over.
+            raise distro.AddressInUse(f"zmq: binding {endpoint}: another server listens there")
         sock = self._socket(zmq.ROUTER, endpoint)
         try:
             # A reply to a peer that has gone raises instead of vanishing, so the core counts it.
@@ -164,3 +171,18 @@ class ZmqTransport(distro.Transport):
         except BaseException:
             sock.close(linger=0)
             raise
+
+
+def _ipc_listener_alive(path: str) -> bool:
+    """Whether a server accepts connections on the Unix socket ``path`` right now."""
+    if not hasattr(socket, "AF_UNIX") or path in ("*", "") or path.startswith("@"):
+        return False  # a wildcard or abstract name: libzmq does not unlink those
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1.0)
+    try:
+        probe.connect(path)
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return True

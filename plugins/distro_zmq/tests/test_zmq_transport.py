@@ -63,6 +63,23 @@ async def test_received_from_an_ipc_client_may_go_to_a_loopback_server(tmp_path:
     assert target.stats.acks_sent == 1
 
 
+async def test_a_second_server_on_a_live_ipc_path_raises_address_in_use(tmp_path: Path) -> None:
+    # libzmq alone would unlink the first server's socket file and take the path over.
+    factory = distro.create("zmq")
+    endpoint = f"ipc://{tmp_path}/taken.sock"
+    first = factory.server(endpoint=endpoint)
+    first.get("/who", lambda m: "first")
+    async with first:
+        with pytest.raises(distro.AddressInUse, match=r"taken\.sock"):
+            await factory.server(endpoint=endpoint).start()
+        async with factory.client(endpoint=endpoint) as client:
+            reply = await client.request(distro.message({"uri": "/who"}), timeout=5)
+    assert reply.payload == "first"
+    # Once the first has closed, the path can be bound again.
+    async with factory.server(endpoint=endpoint) as again:
+        assert again.address == (endpoint, 0)
+
+
 async def test_ipc_in_a_missing_directory_is_a_transport_error(tmp_path: Path) -> None:
     server = distro.create("zmq").server(endpoint=f"ipc://{tmp_path}/no/such/dir/s.sock")
     with pytest.raises(distro.TransportError, match="no/such/dir") as info:
