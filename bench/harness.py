@@ -272,7 +272,9 @@ def _guard(fn: Callable[..., None], args: tuple[Any, ...], results: Any) -> None
     params = args[0]
     try:
         if params.get("profile") and params.get("transport"):
-            _profiled(fn, args, params)
+            from profiling import run_profiled
+
+            run_profiled(fn, args, params)
         else:
             fn(*args)
     except BaseException as exc:
@@ -286,29 +288,6 @@ def _guard(fn: Callable[..., None], args: tuple[Any, ...], results: Any) -> None
             )
         )
         raise SystemExit(1) from None
-
-
-def _profiled(fn: Callable[..., None], args: tuple[Any, ...], params: dict[str, Any]) -> None:
-    """Run one distro side under cProfile; save the stats and print the top functions."""
-    import cProfile
-    import io
-    import pstats
-
-    profiler = cProfile.Profile()
-    profiler.enable()
-    try:
-        fn(*args)
-    finally:
-        profiler.disable()
-        name = f"{params['transport']}-{params.get('label', 'run')}-{fn.__name__}"
-        path = os.path.join(params["profile"], f"{name}.prof")
-        profiler.dump_stats(path)
-        text = io.StringIO()
-        stats = pstats.Stats(profiler, stream=text)
-        stats.sort_stats("tottime").print_stats(18)
-        body = text.getvalue()
-        body = body[body.find("   ncalls") :]
-        print(f"\n--- cProfile of distro {name} (by own time; saved as {path}) ---\n{body}")
 
 
 def expire(future: asyncio.Future[Any]) -> None:

@@ -33,8 +33,22 @@ BENCH_MODULES = {"faststream": "faststream", "kombu": "kombu", "zmq": "pyzmq", "
 SECTIONS = ["udp4", "udp6", "tcp", "zmq", "redis", "memory", "micro"]
 DEFAULT = ["udp4", "tcp", "zmq", "redis", "memory", "micro"]
 
-FULL = {"count": 200_000, "seconds": 5.0, "count_rr": 20_000, "warmup": 500, "outstanding": 32}
-QUICK = {"count": 5_000, "seconds": 1.0, "count_rr": 500, "warmup": 50, "outstanding": 32}
+FULL = {
+    "count": 200_000,
+    "seconds": 5.0,
+    "count_rr": 20_000,
+    "warmup": 500,
+    "outstanding": 32,
+    "repeat": 2,
+}
+QUICK = {
+    "count": 5_000,
+    "seconds": 1.0,
+    "count_rr": 500,
+    "warmup": 50,
+    "outstanding": 32,
+    "repeat": 1,
+}
 
 
 def ensure_bench_deps() -> None:
@@ -109,7 +123,7 @@ def render(table: Any) -> str:
 
     impls = table.impls
     others = [i for i in impls[1:]]
-    head = ["", *(i.label for i in impls), *(f"distro/{i.label.split()[0]}" for i in others)]
+    head = ["", *(i.label for i in impls), *(f"distro/{i.short}" for i in others)]
     lines: list[list[str]] = [head]
     notes: list[str] = []
     for row in table.rows():
@@ -138,7 +152,7 @@ def render(table: Any) -> str:
             )
             if note:
                 notes.append(f"{impl.label}, {row.label}: {note}")
-        if (impl.label, "rcvbuf") in table.values:
+        if (impl.label, "rcvbuf") in table.values and table.name.startswith("udp"):
             notes.append(
                 f"{impl.label}: receive socket SO_RCVBUF "
                 f"{int(table.values[(impl.label, 'rcvbuf')]):,} bytes"
@@ -199,13 +213,22 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--micro", action="store_true", help="only the micro-benchmarks")
     parser.add_argument("--count", type=int, help="messages per one-way scenario")
     parser.add_argument("--seconds", type=float, help="time bound per scenario")
+    parser.add_argument(
+        "--repeat", type=int, help="turns per scenario, best kept (default 2; --quick: 1)"
+    )
     parser.add_argument("--no-install", action="store_true", help="never pip-install bench deps")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument(
         "--profile",
         type=Path,
         metavar="DIR",
-        help="run distro's processes under cProfile; print the top functions, save .prof in DIR",
+        help="profile distro's processes; print where the time goes, save the profiles in DIR",
+    )
+    parser.add_argument(
+        "--profiler",
+        choices=["cprofile", "py-spy"],
+        default="py-spy",
+        help="with --profile: sampling (py-spy, the default) or deterministic (cProfile)",
     )
     args = parser.parse_args(argv)
     sections = [s for s in args.only.split(",") if s] if args.only else list(DEFAULT)
@@ -228,9 +251,12 @@ def main(argv: list[str]) -> int:
         sizes["count"] = args.count
     if args.seconds:
         sizes["seconds"] = args.seconds
+    if args.repeat:
+        sizes["repeat"] = max(1, args.repeat)
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)
         sizes["profile"] = str(args.profile.resolve())
+        sizes["profiler"] = args.profiler
     info = machine()
     print(f"distro benchmarks, {info['date']}")
     print(
@@ -242,7 +268,8 @@ def main(argv: list[str]) -> int:
     print(
         f"bounds: one-way {sizes['count']:,} messages or {sizes['seconds']:g} s; request/reply "
         f"{sizes['count_rr']:,} sequential + {sizes['count']:,} with "
-        f"{sizes['outstanding']} in flight, each or {sizes['seconds']:g} s\n",
+        f"{sizes['outstanding']} in flight, each or {sizes['seconds']:g} s; each value the best "
+        f"of {sizes['repeat']} turn(s)\n",
         flush=True,
     )
     started = time.monotonic()
