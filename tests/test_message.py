@@ -403,7 +403,8 @@ def test_equality_is_by_id_headers_and_payload() -> None:
     assert msg != distro.message({"uri": "/a"}, 1)  # another id
     assert msg != distro.message({"uri": "/b"}, 1, id=ID)
     assert msg != distro.message({"uri": "/a"}, 2, id=ID)
-    assert msg != "not a message"
+    something_else: object = "not a message"
+    assert msg != something_else
 
 
 def test_a_message_is_frozen_and_unhashable() -> None:
