@@ -24,12 +24,17 @@ VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PY = BIN / ("python.exe" if os.name == "nt" else "python")
 PLUGINS = [p for p in (ROOT / "plugins").glob("distro_*") if (p / "pyproject.toml").exists()]
+# The example third-party plugin of docs/plugins.md, installed so its own tests run too.
+EXAMPLES = [p for p in [ROOT / "tests" / "example_plugin"] if (p / "pyproject.toml").exists()]
 STAMP = VENV / ".distro-installed"
 
 
 def _fingerprint(extra: str) -> str:
     digest = hashlib.sha256(extra.encode())
-    for path in [ROOT / "pyproject.toml", *sorted(p / "pyproject.toml" for p in PLUGINS)]:
+    for path in [
+        ROOT / "pyproject.toml",
+        *sorted(p / "pyproject.toml" for p in PLUGINS + EXAMPLES),
+    ]:
         digest.update(path.read_bytes())
     return digest.hexdigest()
 
@@ -48,7 +53,7 @@ def ensure_env(extras: str) -> None:
         return
     run(PY, "-m", "pip", "install", "--quiet", "--upgrade", "pip")
     targets = ["-e", f".[{extras}]"]
-    for plugin in PLUGINS:
+    for plugin in [*PLUGINS, *EXAMPLES]:
         targets += ["-e", f"{plugin.relative_to(ROOT)}[test]"]
     run(PY, "-m", "pip", "install", "--quiet", *targets)
     STAMP.write_text(want)

@@ -163,6 +163,20 @@ class Registry:
                     claims = table.setdefault(cls.name, [])
                     if all(c.transport is not cls for c in claims):
                         claims.append(info)
+        for name, claims in table.items():
+            # A bundled name always means the bundled transport, whether or not entry points
+            # have been loaded yet, so behaviour never depends on the order of calls.
+            bundled = [c for c in claims if c.distribution == CORE_DISTRIBUTION]
+            if bundled and len(claims) > len(bundled):
+                for other in claims:
+                    if other.distribution != CORE_DISTRIBUTION:
+                        warnings.warn(
+                            f"distro: {other.distribution} ({other.plugin}) registers a transport "
+                            f"named {name!r}, which distro-core provides; it is ignored",
+                            PluginWarning,
+                            stacklevel=4,
+                        )
+                table[name] = bundled
         self._table = table
         return table
 

@@ -323,6 +323,19 @@ def test_two_plugins_claiming_one_name_are_refused_naming_both(
     assert "twin" not in available and "memory" in available
 
 
+def test_a_plugin_claiming_a_bundled_name_is_ignored_with_a_warning_before_and_after_loading(
+    make_distribution: MakeDistribution,
+) -> None:
+    make_distribution("distro-impostor", {"impostor": plugin_source("memory")})
+    registry = distro.Registry()
+    assert distro.create("memory", registry=registry).transport is MemoryTransport
+    with pytest.warns(distro.PluginWarning, match="distro-impostor.*'memory'.*ignored"):
+        available = distro.transports(registry=registry)
+    assert available["memory"].distribution == "distro-core"
+    # Entry points are loaded now; the bundled transport still answers to its name.
+    assert distro.create("memory", registry=registry).transport is MemoryTransport
+
+
 def test_a_plugin_that_fails_to_import_is_named_in_a_warning_and_the_rest_work(
     make_distribution: MakeDistribution,
 ) -> None:

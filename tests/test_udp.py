@@ -264,18 +264,22 @@ async def test_a_server_survives_replying_to_a_client_that_vanished(
     assert server.stats.dropped == {}
 
 
-async def test_a_reply_too_big_for_a_datagram_is_dropped_not_fatal(
+async def test_a_reply_too_big_for_a_datagram_becomes_an_error_reply(
     name: str, factory: distro.Factory
 ) -> None:
     server = factory.server(port=0)
     server.get("/huge", lambda m: "h" * 70_000)
     server.get("/ok", lambda m: "fine")
     async with server, factory.client(address=server.address[0], port=server.address[1]) as client:
-        with pytest.raises(distro.RequestTimeout):
-            await client.request(distro.message({"uri": "/huge"}), timeout=0.3)
+        with pytest.raises(
+            distro.RemoteError,
+            match=r"the reply is \d+ bytes encoded; udp\d carries at most \d+ bytes",
+        ):
+            await client.request(distro.message({"uri": "/huge"}), timeout=5)
         reply = await client.request(distro.message({"uri": "/ok"}), timeout=5)
     assert reply.payload == "fine"
-    assert server.stats.dropped == {"reply_failed": 1}
+    assert server.stats.dropped == {}
+    assert server.stats.replies_sent == 2
 
 
 # -- the client side ----------------------------------------------------------------------
