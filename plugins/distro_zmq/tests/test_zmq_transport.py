@@ -87,6 +87,16 @@ async def test_ipc_in_a_missing_directory_is_a_transport_error(tmp_path: Path) -
     assert info.value.__cause__ is not None
 
 
+async def test_an_unknown_interface_is_a_transport_error_not_a_zmq_error() -> None:
+    import zmq
+
+    server = distro.create("zmq").server(address="no-such-interface.invalid")
+    with pytest.raises(distro.TransportError, match="no-such-interface") as info:
+        await server.start()
+    assert type(info.value) is distro.TransportError
+    assert isinstance(info.value.__cause__, zmq.ZMQError)  # kept as the cause
+
+
 async def test_ipv6_loopback() -> None:
     factory = distro.create("zmq")
     server = factory.server(address="::1", port=0)
