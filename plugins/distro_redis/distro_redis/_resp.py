@@ -81,6 +81,13 @@ def publish_head(channel: bytes) -> bytes:
 
 _NEED_MORE = -1
 
+# Pub/sub pushes, the bulk of a subscriber's input, get a fast path: their array header and
+# kind are fixed bytes, then come two (message) or three (pmessage) bulk strings.
+_MESSAGE = b"*3\r\n$7\r\nmessage\r\n$"
+_PMESSAGE = b"*4\r\n$8\r\npmessage\r\n$"
+_MESSAGE_KIND = b"message"
+_PMESSAGE_KIND = b"pmessage"
+
 
 class Decoder:
     """Turns a byte stream from Redis into replies, however the stream is split into reads."""
@@ -111,12 +118,23 @@ class Decoder:
         replies: list[Reply] = []
         size = len(data)
         pos = 0
-        while pos < size:
-            reply, end = self._parse(data, pos)
-            if end == _NEED_MORE:
-                break
-            replies.append(reply)
-            pos = end
+        try:
+            while pos < size:
+                end = _NEED_MORE
+                if data.startswith(_MESSAGE, pos):
+                    reply, end = _push(data, pos + 18, _MESSAGE_KIND, 2)
+                elif data.startswith(_PMESSAGE, pos):
+                    reply, end = _push(data, pos + 19, _PMESSAGE_KIND, 3)
+                if end == _NEED_MORE:  # not a push, or one the fast path leaves alone
+                    reply, end = self._parse(data, pos)
+                    if end == _NEED_MORE:
+                        break
+                replies.append(reply)
+                pos = end
+        except ValueError as exc:
+            if isinstance(exc, ProtocolError):
+                raise
+            raise ProtocolError(f"expected an integer in a bulk string's length: {exc}") from None
         if pos == size:
             self._buffer = b""
             return replies
@@ -198,6 +216,31 @@ class Decoder:
         if kind == 95:  # _ null (RESP3)
             return None, end + 2
         raise ProtocolError(f"unexpected reply type byte {bytes([kind])!r}")
+
+
+def _push(data: bytes, cursor: int, kind: bytes, count: int) -> tuple[Reply, int]:
+    """The fast path for a pub/sub push: ``count`` bulk strings from ``cursor`` (just past the
+    first one's "$"). Anything unusual (cut off, malformed) returns ``_NEED_MORE`` and is left
+    to the general parser, which knows how to wait or to complain.
+
+    :raises ValueError: a length is not an integer.
+    """
+    item: list[Reply] = [kind]
+    while True:
+        end = data.find(b"\r\n", cursor)
+        if end < 0:
+            return None, _NEED_MORE
+        start = end + 2
+        stop = start + int(data[cursor:end])
+        if stop < start or data[stop : stop + 2] != b"\r\n":
+            return None, _NEED_MORE
+        item.append(data[start:stop])
+        count -= 1
+        if not count:
+            return item, stop + 2
+        if data[stop + 2 : stop + 3] != b"$":
+            return None, _NEED_MORE
+        cursor = stop + 3
 
 
 def _int(data: bytes, start: int, end: int) -> int:

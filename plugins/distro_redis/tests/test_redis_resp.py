@@ -76,6 +76,24 @@ def test_replies_fed_byte_by_byte_decode_the_same(values: list[Any]) -> None:
     assert feed_all([wire[i : i + 1] for i in range(len(wire))]) == values
 
 
+pushes = st.one_of(
+    st.tuples(st.just(b"message"), st.binary(max_size=20), st.binary(max_size=80)),
+    st.tuples(
+        st.just(b"pmessage"), st.binary(max_size=10), st.binary(max_size=20), st.binary(max_size=80)
+    ),
+).map(list)
+
+
+@given(st.lists(pushes | replies, min_size=1, max_size=8), st.data())
+def test_pubsub_pushes_split_anywhere_take_the_fast_path_or_wait(
+    values: list[Any], data: Any
+) -> None:
+    wire = b"".join(encode(v) for v in values)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(wire)), max_size=12)))
+    pieces = [wire[a:b] for a, b in zip([0, *cuts], [*cuts, len(wire)], strict=True)]
+    assert feed_all(pieces) == values
+
+
 def test_a_pubsub_push_with_trailing_data_waits_for_the_rest() -> None:
     push = encode([b"message", b"/A.GET", b'{"id":"1"}'])
     decoder = Decoder()
@@ -112,6 +130,8 @@ def test_commands_are_arrays_of_bulk_strings() -> None:
         b":12x\r\n",
         b"$abc\r\n",
         b"$3\r\nabcXY",
+        b"*3\r\n$7\r\nmessage\r\n$x1\r\n",
+        b"*4\r\n$8\r\npmessage\r\n$1\r\na\r\n$1\r\nbXX",
         b"*1\r\n" * (MAX_DEPTH + 2) + b":1\r\n",
         b"x" * (MAX_LINE + 10),
     ],
