@@ -82,6 +82,7 @@ class RedisListener(distro.Listener):
         self._ack = b""
         self._asked: tuple[frozenset[bytes], frozenset[bytes]] = (frozenset(), frozenset())
         self._paused = False
+        self._serving = False
         self._closing = False
         self._reconnector: asyncio.Task[None] | None = None
         self._reply_prefix = config.prefix + REPLY_MARK
@@ -113,6 +114,9 @@ class RedisListener(distro.Listener):
             await pub_conn.disconnect(nowait=True)
             raise
         self.address = (config.bus, port)
+        self._serving = True
+        if self._broken():  # lost while opening: nobody was there to notice
+            self._link_lost(None, None)
 
     def _subscriber(self, conn: AbstractConnection, transport: asyncio.Transport) -> Subscriber:
         sub = Subscriber(
@@ -226,7 +230,7 @@ class RedisListener(distro.Listener):
             self._sub.resume()
 
     def _link_lost(self, link: Any, exc: BaseException | None) -> None:
-        if self._closing:
+        if self._closing or not self._serving:
             return
         log.warning(
             "redis transport: server on %s lost its link to Redis (%s); reconnecting",
@@ -355,6 +359,10 @@ class RedisConnection(distro.Connection):
             task = self._reconnecting = asyncio.get_running_loop().create_task(self._connect())
         try:
             return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if task.cancelled() and self._closed:  # aclose() stopped it, not our caller
+                raise distro.ConnectionError("redis transport: the client was closed") from None
+            raise
         except distro.TransportError as exc:
             raise distro.ConnectionError(
                 f"redis transport: Redis at {self.config.location} is unreachable: {exc}"

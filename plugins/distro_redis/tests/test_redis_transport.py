@@ -281,6 +281,12 @@ def test_options_are_checked_when_the_server_or_client_is_made() -> None:
         factory.client(connect_timeout=0)
     with pytest.raises(TypeError, match="prefix"):
         factory.client(prefix=3)
+    with pytest.raises(TypeError, match="foo"):
+        factory.client(url="redis://127.0.0.1/0?foo=1")
+    tls = factory.client(url="rediss://127.0.0.1:6380/1?ssl_cert_reqs=none")
+    assert tls.transport.describe() == "redis(rediss://127.0.0.1:6380/1)"
+    unix = factory.client(url="unix:///run/redis.sock?db=3", prefix="p:")
+    assert unix.transport.describe() == "redis(unix:///run/redis.sock?db=3#p:)"
 
 
 def test_address_and_port_name_the_redis_and_passwords_stay_out_of_descriptions() -> None:
@@ -322,3 +328,58 @@ async def test_a_server_start_on_an_unreachable_redis_leaves_it_closed() -> None
     assert not server.is_serving
     with pytest.raises(distro.StateError):
         await server.start()
+
+
+# -- hostile input -----------------------------------------------------------------------------
+
+
+async def test_garbage_published_on_a_channel_is_dropped_and_the_server_goes_on(
+    options: dict[str, Any], redis_url: str, prefix: str
+) -> None:
+    factory = distro.create("redis")
+    server = factory.server(options)
+    got = Recorder()
+    server.post("/in", got)
+    junk = [
+        b"\xff\xfe\x00",
+        b"{",
+        b"[]",
+        b'{"id":"x"}',
+        b"\r\n*3\r\n$7\r\nmessage\r\n",
+        b"x" * 100_000,
+    ]
+    async with server, factory.client(options) as client:
+        raw_client = aredis.Redis.from_url(redis_url)
+        try:
+            for data in junk:
+                await raw_client.publish(f"{prefix}/IN.POST", data)
+        finally:
+            await raw_client.aclose()
+        await client.send(distro.message({"uri": "/in", "verb": "POST"}, "fine"))
+        await got.wait_for(1)
+    assert got.payloads == ["fine"]
+    assert server.stats.dropped.get("invalid") == len(junk)
+
+
+async def test_a_redis_that_answers_garbage_is_a_connection_error_not_a_crash() -> None:
+    """A fake "Redis" that takes redis-py's handshake, then answers SUBSCRIBE with junk."""
+    from distro_redis._resp import Decoder
+
+    async def fake_redis(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        decoder = Decoder()
+        while data := await reader.read(65536):
+            for command in decoder.feed(data):
+                name = command[0].upper() if isinstance(command, list) and command else b""
+                writer.write(b"?not resp\r\n" if name == b"SUBSCRIBE" else b"+OK\r\n")
+        writer.close()
+
+    fake = await asyncio.start_server(fake_redis, "127.0.0.1", 0)
+    port = fake.sockets[0].getsockname()[1]
+    try:
+        server = distro.create("redis").server(url=f"redis://127.0.0.1:{port}/0", connect_timeout=2)
+        with pytest.raises(distro.ConnectionError):
+            await server.start()
+        assert not server.is_serving
+    finally:
+        fake.close()
+        await fake.wait_closed()
