@@ -1,16 +1,19 @@
 """The redis transport's options: which Redis, which channel namespace, and the bus identity.
 
-Servers and clients take the same options, since both talk to Redis, not to each other:
+A redis server is reached through Redis, so its address is ``(bus, n)``: the **bus** is the
+Redis location (a URL without credentials) plus ``#prefix`` when there is a prefix, and ``n``
+a number the server claimed on that bus. The options mirror that, so the code other transports
+use, ``factory.client(address=host, port=port)`` with ``server.address``, works as it is:
 
-* ``url``: a redis-py URL, ``redis://[[user]:password@]host[:port][/db]``, ``rediss://`` for
-  TLS (redis-py's ``ssl_*`` query parameters apply) or ``unix:///path?db=N``; default
-  ``redis://127.0.0.1:6379/0``.
-* ``address``, ``port``, ``db``: the Redis host, port (6379) and database (0), instead of a
-  url, as the other transports name their peer.
-* ``prefix``: prepended to every channel name, to keep apart several applications (or test
-  runs) sharing one Redis; default ``""``.
-* ``ack_port``: the number (1..65535) a server claims on the bus for its address, so RECEIVED
-  can reach it; default 0, any free one.
+* ``address`` or ``url`` (one of them): where Redis is and, after ``#``, the channel prefix.
+  A redis-py URL, ``redis://[[user]:password@]host[:port][/db]``, ``rediss://`` for TLS
+  (redis-py's ``ssl_*`` query parameters apply) or ``unix:///path?db=N``; ``address`` may also
+  be a bare host name (port 6379, db 0). Default ``redis://127.0.0.1:6379/0``.
+* ``prefix``: prepended to every channel name, to keep apart applications (or test runs)
+  sharing one Redis; default ``""`` (or what follows ``#``).
+* ``port``: for a server, the number it claims on the bus (0, the default: any free one);
+  a client takes it for symmetry with the other transports and needs none (pub/sub reaches
+  every server that subscribes).
 * ``connect_timeout``: seconds to connect and authenticate, and the bound on a send that has
   to reconnect first; default 5.
 """
@@ -26,7 +29,7 @@ from redis.asyncio.connection import AbstractConnection, Connection, parse_url
 __all__ = ["DEFAULT_URL", "MAX_BULK", "OPTIONS", "RedisConfig", "parse_options"]
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
-OPTIONS = frozenset({"url", "address", "port", "db", "prefix", "ack_port", "connect_timeout"})
+OPTIONS = frozenset({"url", "address", "port", "prefix", "connect_timeout"})
 
 MAX_BULK = 512 * 1024 * 1024
 """Redis's default ``proto-max-bulk-len``: the largest PUBLISH payload it takes."""
@@ -45,7 +48,7 @@ class RedisConfig:
     :ivar bus: the identity every server and client on this Redis and prefix shares; it is the
         host of each server's address and of each sender as a server sees it.
     :ivar prefix: the channel namespace.
-    :ivar ack_port: the address port a server claims, or 0 for any.
+    :ivar port: the number a server claims on the bus, or 0 for any.
     :ivar connect_timeout: seconds.
     """
 
@@ -54,7 +57,7 @@ class RedisConfig:
     location: str
     bus: str
     prefix: str
-    ack_port: int
+    port: int
     connect_timeout: float
 
 
@@ -76,24 +79,7 @@ def parse_options(options: Mapping[str, Any]) -> RedisConfig:
             f"transport 'redis' got unknown option(s) {', '.join(unknown)}; "
             f"it takes {', '.join(sorted(OPTIONS))}"
         )
-    by_parts = {"address", "port", "db"} & set(options)
-    url = options.get("url")
-    if url is not None and by_parts:
-        raise ValueError(
-            f"redis transport: give either url or {'/'.join(sorted(by_parts))}, not both"
-        )
-    if url is None:
-        address = options.get("address", "127.0.0.1")
-        if not isinstance(address, str) or not address:
-            raise ValueError(f"redis transport: address must be a host name, got {address!r}")
-        port = _port("port", options.get("port", 6379), 1)
-        db = options.get("db", 0)
-        if type(db) is not int or db < 0:
-            raise ValueError(f"redis transport: db must be an integer >= 0, got {db!r}")
-        host = f"[{address}]" if ":" in address else address
-        url = f"redis://{host}:{port}/{db}"
-    if not isinstance(url, str):
-        raise TypeError(f"redis transport: url must be a string, got {type(url).__name__}")
+    url, prefix = _where(options)
     try:
         parsed: dict[str, Any] = dict(parse_url(url))
     except ValueError as exc:
@@ -101,10 +87,7 @@ def parse_options(options: Mapping[str, Any]) -> RedisConfig:
     connection_class: type[AbstractConnection] = parsed.get("connection_class", Connection)
     for key in _POOL_ONLY:
         parsed.pop(key, None)
-    prefix = options.get("prefix", "")
-    if not isinstance(prefix, str):
-        raise TypeError(f"redis transport: prefix must be a string, got {type(prefix).__name__}")
-    ack_port = _port("ack_port", options.get("ack_port", 0), 0)
+    port = _port("port", options.get("port", 0), 0)
     timeout = options.get("connect_timeout", 5.0)
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
         raise ValueError(f"redis transport: connect_timeout must be > 0 seconds, got {timeout!r}")
@@ -134,9 +117,35 @@ def parse_options(options: Mapping[str, Any]) -> RedisConfig:
         location=location,
         bus=bus,
         prefix=prefix,
-        ack_port=ack_port,
+        port=port,
         connect_timeout=float(timeout),
     )
+
+
+def _where(options: Mapping[str, Any]) -> tuple[str, str]:
+    """The Redis URL (without ``#prefix``) and the channel prefix the options name."""
+    if "url" in options and "address" in options:
+        raise ValueError("redis transport: give url or address (both name the Redis), not both")
+    name = "url" if "url" in options else "address"
+    where = options.get(name, DEFAULT_URL)
+    if not isinstance(where, str) or not where:
+        raise TypeError(f"redis transport: {name} must be a non-empty string, got {where!r}")
+    if name == "address" and "://" not in where:
+        if where.count(":") == 1:
+            raise ValueError(
+                f"redis transport: address {where!r} is neither a host name nor a Redis URL; "
+                "give redis://host:port/db for a Redis on another port"
+            )
+        where = f"redis://[{where}]:6379/0" if ":" in where else f"redis://{where}:6379/0"
+    url, has_prefix, in_url = where.partition("#")
+    prefix = options.get("prefix")
+    if prefix is not None and not isinstance(prefix, str):
+        raise TypeError(f"redis transport: prefix must be a string, got {type(prefix).__name__}")
+    if has_prefix and prefix is not None and prefix != in_url:
+        raise ValueError(
+            f"redis transport: prefix {prefix!r} differs from the {name}'s #{in_url}; give one"
+        )
+    return url, in_url if has_prefix else (prefix or "")
 
 
 def _redact(url: str) -> str:

@@ -95,7 +95,7 @@ class RedisListener(distro.Listener):
         """Connect, claim an address port, subscribe, and wait until Redis confirmed it all.
 
         :raises distro.ConnectionError: Redis cannot be reached.
-        :raises distro.AddressInUse: the ``ack_port`` asked for is taken on this bus.
+        :raises distro.AddressInUse: the ``port`` asked for is taken on this bus.
         """
         config = self.config
         (sub_conn, sub_transport), (pub_conn, pub_transport) = await _open_links(
@@ -133,7 +133,7 @@ class RedisListener(distro.Listener):
         its channel: of two servers racing for one number, at least the later one sees two.
         """
         config = self.config
-        wanted = config.ack_port
+        wanted = config.port
         tries = [wanted] if wanted else [random.randrange(1, 65536) for _ in range(CLAIM_TRIES)]
         for port in tries:
             channel = ack_channel(config.prefix, port)
@@ -155,7 +155,7 @@ class RedisListener(distro.Listener):
             sub.change(drop_channels=[channel])
         if wanted:
             raise distro.AddressInUse(
-                f"redis transport: ack_port {wanted} is already taken on {config.bus}"
+                f"redis transport: port {wanted} is already taken on {config.bus}"
             )
         raise distro.AddressInUse(
             f"redis transport: no free address port on {config.bus} after {CLAIM_TRIES} tries"
@@ -445,8 +445,8 @@ class RedisConnection(distro.Connection):
 
 
 class RedisTransport(distro.Transport):
-    """Redis pub/sub. Options (servers and clients alike): ``url`` or ``address``/``port``/
-    ``db``, ``prefix``, ``ack_port`` (servers), ``connect_timeout``; see the README."""
+    """Redis pub/sub. Options: ``address`` or ``url`` (the Redis, and ``#prefix``),
+    ``prefix``, ``port`` (a server's number on the bus), ``connect_timeout``; see the README."""
 
     name = "redis"
     capabilities = distro.Capabilities(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -79,11 +80,22 @@ class RedisProcess:
                 raise RuntimeError(f"redis-server on port {self.port} did not come up")
             time.sleep(0.02)
 
+    def freeze(self) -> None:
+        """Stop the process (SIGSTOP): connections stay open, nothing is read or answered."""
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """Let a frozen process go on (SIGCONT)."""
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
         """Stop it (SIGTERM, then SIGKILL after 5 s) and wait for it to exit."""
         proc, self._proc = self._proc, None
         if proc is None or proc.poll() is not None:
             return
+        proc.send_signal(signal.SIGCONT)
         proc.terminate()
         try:
             proc.wait(5)

@@ -111,3 +111,18 @@ async def test_a_server_started_while_redis_is_down_fails_clearly(
     server = distro.create("redis").server(url=own_redis.url, connect_timeout=1)
     with pytest.raises(distro.ConnectionError, match=str(own_redis.port)):
         await server.start()
+
+
+async def test_a_send_to_a_stalled_redis_fails_within_the_timeout(own_redis: RedisProcess) -> None:
+    options: dict[str, Any] = {"url": own_redis.url, "prefix": "stall:", "connect_timeout": 0.5}
+    big = distro.message({"uri": "/big", "verb": "POST"}, "x" * 2_000_000)
+    async with distro.create("redis").client(options) as client:
+        own_redis.freeze()
+        try:
+            started = time.monotonic()
+            with pytest.raises(distro.ConnectionError, match="took no data"):
+                for _ in range(100):  # the socket buffers fill after a few
+                    await client.send(big)
+            assert time.monotonic() - started < 5
+        finally:
+            own_redis.thaw()

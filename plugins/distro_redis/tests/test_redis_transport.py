@@ -234,8 +234,8 @@ async def test_a_server_address_is_the_bus_and_a_claimed_number(
 ) -> None:
     factory = distro.create("redis")
     port = 20000 + uuid.uuid4().int % 40000
-    first = factory.server(options, ack_port=port)
-    clash = factory.server(options, ack_port=port)
+    first = factory.server(options, port=port)
+    clash = factory.server(options, port=port)
     async with first:
         assert first.address == (f"{redis_url}#{prefix}", port)
         with pytest.raises(distro.AddressInUse, match=str(port)):
@@ -274,30 +274,50 @@ def test_options_are_checked_when_the_server_or_client_is_made() -> None:
     with pytest.raises(ValueError, match="scheme"):
         factory.client(url="http://127.0.0.1:6379")
     with pytest.raises(ValueError, match="not both"):
-        factory.client(url="redis://127.0.0.1", port=6379)
+        factory.client(url="redis://127.0.0.1", address="127.0.0.1")
+    with pytest.raises(ValueError, match="neither a host name nor a Redis URL"):
+        factory.client(address="127.0.0.1:6380")
     with pytest.raises(ValueError, match="port"):
-        factory.server(port=0)
+        factory.server(port=70000)
+    with pytest.raises(ValueError, match="differs"):
+        factory.server(address="redis://127.0.0.1:6379/0#a:", prefix="b:")
     with pytest.raises(ValueError, match="connect_timeout"):
         factory.client(connect_timeout=0)
     with pytest.raises(TypeError, match="prefix"):
         factory.client(prefix=3)
     with pytest.raises(TypeError, match="foo"):
         factory.client(url="redis://127.0.0.1/0?foo=1")
-    tls = factory.client(url="rediss://127.0.0.1:6380/1?ssl_cert_reqs=none")
-    assert tls.transport.describe() == "redis(rediss://127.0.0.1:6380/1)"
-    unix = factory.client(url="unix:///run/redis.sock?db=3", prefix="p:")
-    assert unix.transport.describe() == "redis(unix:///run/redis.sock?db=3#p:)"
 
 
-def test_address_and_port_name_the_redis_and_passwords_stay_out_of_descriptions() -> None:
+def test_the_bus_names_redis_and_prefix_without_credentials() -> None:
     factory = distro.create("redis")
-    client = factory.client(address="::1", port=6380, db=2)
-    assert client.transport.describe() == "redis(redis://[::1]:6380/2)"
+    cases = {
+        "": "redis://127.0.0.1:6379/0",
+        "redis.example": "redis://redis.example:6379/0",
+        "::1": "redis://[::1]:6379/0",
+        "redis://10.1.2.3:6380/2#shop:": "redis://10.1.2.3:6380/2#shop:",
+        "rediss://h:6380/1?ssl_cert_reqs=none": "rediss://h:6380/1",
+        "unix:///run/redis.sock?db=3#p:": "unix:///run/redis.sock?db=3#p:",
+    }
+    for address, bus in cases.items():
+        client = factory.client(address=address) if address else factory.client()
+        assert client.transport.describe() == f"redis({bus})"
     secret = factory.client(url="redis://user:s3cret@127.0.0.1:6379/0", prefix="p:")
-    assert "s3cret" not in secret.transport.describe()
+    assert secret.transport.describe() == "redis(redis://127.0.0.1:6379/0#p:)"
     with pytest.raises(ValueError) as info:
         factory.client(url="redis://user:s3cret@127.0.0.1:6379/0?db=x")
     assert "s3cret" not in str(info.value)
+
+
+async def test_a_client_made_from_a_server_address_reaches_it(options: dict[str, Any]) -> None:
+    factory = distro.create("redis")
+    server = factory.server(options)
+    server.get("/hello", lambda m: "hi")
+    async with server:
+        host, port = server.address
+        async with factory.client(address=host, port=port) as client:
+            reply = await client.request(distro.message({"uri": "/hello"}), timeout=5)
+    assert reply.payload == "hi"
 
 
 async def test_an_unreachable_redis_is_a_quick_connection_error() -> None:
