@@ -30,20 +30,27 @@ from harness import (
 import distro_core as distro
 
 
-def server_options(name: str) -> dict[str, Any]:
+def server_options(name: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
     """The options a benchmark server of transport ``name`` is made with (loopback only)."""
     if name == "udp6":
         return {"address": HOST6, "port": 0}
     if name == "redis":
-        return {"url": REDIS_URL}
+        return {"url": REDIS_URL, "prefix": _prefix(params)}
     return {"address": HOST4, "port": 0}
 
 
-def client_options(name: str, address: Any) -> dict[str, Any]:
+def client_options(name: str, address: Any, params: dict[str, Any] | None = None) -> dict[str, Any]:
     """The options a client of the server at ``address`` (its ``server.address``) needs."""
     if name == "redis":
-        return {"url": REDIS_URL}
+        return {"url": REDIS_URL, "prefix": _prefix(params)}
     return {"address": address[0], "port": address[1]}
+
+
+def _prefix(params: dict[str, Any] | None) -> str:
+    # A channel namespace of this run's own: other programs on the same Redis (a test suite's
+    # catch-all server, say) must not see the benchmark's messages, nor answer its requests.
+    uri = (params or {}).get("uri", "/bench/shared/")
+    return f"distro-bench-{uri.split('/')[2]}:"
 
 
 def _address(server: distro.Server) -> Any:
@@ -53,7 +60,7 @@ def _address(server: distro.Server) -> Any:
 def receiver(params: dict[str, Any], shared: Shared, results: Any) -> None:
     async def main() -> None:
         factory = distro.create(params["transport"])
-        server = factory.server(**server_options(params["transport"]))
+        server = factory.server(**server_options(params["transport"], params))
         counter = Counter(shared)
         hit = counter.hit
 
@@ -78,7 +85,7 @@ def sender(params: dict[str, Any], address: Any, shared: Shared, results: Any) -
         name = params["transport"]
         factory = distro.create(name)
         message = distro.message
-        async with factory.client(**client_options(name, address)) as client:
+        async with factory.client(**client_options(name, address, params)) as client:
             send = client.send
             headers = {"uri": params["uri"], "verb": "POST"}
             count = params["count"]
@@ -99,7 +106,7 @@ def sender(params: dict[str, Any], address: Any, shared: Shared, results: Any) -
 def echo_server(params: dict[str, Any], shared: Shared, results: Any) -> None:
     async def main() -> None:
         factory = distro.create(params["transport"])
-        server = factory.server(**server_options(params["transport"]))
+        server = factory.server(**server_options(params["transport"], params))
 
         @server.post(params["uri"])
         def echo(msg: distro.Message) -> Any:
@@ -120,7 +127,7 @@ def client(params: dict[str, Any], address: Any, shared: Shared, results: Any) -
         message = distro.message
         headers = {"uri": params["uri"], "verb": "POST"}
         timeouts = 0
-        async with factory.client(**client_options(name, address)) as client:
+        async with factory.client(**client_options(name, address, params)) as client:
             request_ = client.request
 
             async def request(seq: int) -> None:

@@ -149,7 +149,7 @@ def client(params: dict[str, Any], address: Any, shared: Shared, results: Any) -
         sock = _dealer(ctx, address)
         pending: dict[str, asyncio.Future[Any]] = {}
 
-        sync = zmq.Socket.shadow(sock.underlying)
+        sync: zmq.Socket[bytes] = zmq.Socket.shadow(sock.underlying)
         recv = sync.recv
 
         async def read() -> None:

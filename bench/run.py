@@ -246,7 +246,7 @@ def main(argv: list[str]) -> int:
 
     import distro_core as distro
 
-    sizes = dict(QUICK if args.quick else FULL)
+    sizes: dict[str, Any] = dict(QUICK if args.quick else FULL)
     if args.count:
         sizes["count"] = args.count
     if args.seconds:

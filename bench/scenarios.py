@@ -230,9 +230,10 @@ def measure(table: Table, sizes: dict[str, Any], log: Callable[[str], None]) -> 
     ``sizes["repeat"]`` above 1 the turns are repeated and each value is the best of them.
     """
     runnable = [impl for impl in table.impls if not impl.missing]
-    uris = {impl.label: harness.unique_uri("bench") for impl in runnable}
     inherited: dict[str, Any] = {}
     for turn in range(sizes.get("repeat", 1)):
+        # Fresh uris (and so channels) each turn: nothing left over from the last one counts.
+        uris = {impl.label: harness.unique_uri("bench") for impl in runnable}
         suffix = f" (turn {turn + 1})" if sizes.get("repeat", 1) > 1 else ""
         for mode, extra in table.oneway_modes:
             for impl in runnable:
