@@ -120,7 +120,7 @@ class _Link(asyncio.Protocol):
         if self.closed:
             return
         self.closed = True
-        self.lost = exc or distro.ConnectionError("Redis closed the connection")
+        self.lost = exc or self.lost or distro.ConnectionError("Redis closed the connection")
         self._lost()
         self._on_lost(self, self.lost)
 
