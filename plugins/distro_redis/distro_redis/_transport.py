@@ -248,19 +248,25 @@ class RedisListener(distro.Listener):
         attempt = 0
         while not self._closing and self._broken():
             try:
-                if self._sub is None or self._sub.closed:
-                    [(conn, transport)] = await _open_links(config, ["subscriber"])
-                    old, self._sub = self._sub, self._subscriber(conn, transport)
+                roles = [
+                    role
+                    for role, link in (("publisher", self._pub), ("subscriber", self._sub))
+                    if link is None or link.closed
+                ]
+                links = dict(zip(roles, await _open_links(config, roles), strict=True))
+                # The publisher first: a message the new subscriber delivers may be a request,
+                # and its reply needs a live publisher.
+                if "publisher" in links:
+                    old_pub, self._pub = self._pub, Publisher(*links["publisher"], self._link_lost)
+                    if old_pub is not None:
+                        await old_pub.aclose()
+                if "subscriber" in links:
+                    old, self._sub = self._sub, self._subscriber(*links["subscriber"])
                     if old is not None:
                         await old.aclose()
                     self._sub.change(add_channels=[self._ack])
                     self._subscribe_routes(self._sub)
                     await self._sub.sync(config.connect_timeout)
-                if self._pub is None or self._pub.closed:
-                    [(conn, transport)] = await _open_links(config, ["publisher"])
-                    old_pub, self._pub = self._pub, Publisher(conn, transport, self._link_lost)
-                    if old_pub is not None:
-                        await old_pub.aclose()
             except distro.TransportError as exc:
                 delay = RECONNECT_DELAYS[min(attempt, len(RECONNECT_DELAYS) - 1)]
                 attempt += 1
