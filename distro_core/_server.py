@@ -180,6 +180,9 @@ class Server:
         self._resolved: dict[str, frozenset[str]] = {}
         self._can_reply = transport.capabilities.request_reply
         self._can_ack = transport.capabilities.acknowledgements
+        # Over pub/sub another server may handle what this one has no route for: it must not
+        # answer such a request with "no handler" (the transport reports requests nobody gets).
+        self._answers_unrouted = not transport.capabilities.fan_out
         self._limit = transport.capabilities.max_message_size
         self.stats = ServerStats()
         """Counters of what this server has received, handled and dropped."""
@@ -495,7 +498,11 @@ class Server:
         else:
             self.stats.handled += 1
         reply_to = headers.get("replyTo")
-        if reply_to is not None and self._can_reply:
+        if (
+            reply_to is not None
+            and self._can_reply
+            and (route is not None or self._answers_unrouted)
+        ):
             self._reply(msg, route, peer, str(reply_to), value, error)
         if self._can_ack and "port" in headers:
             target = _protocol.ack_target(msg)

@@ -226,6 +226,24 @@ async def test_two_servers_answer_one_request_and_the_first_reply_wins(
     assert reply.payload in ("first", "second")
 
 
+async def test_a_catch_all_server_does_not_answer_requests_another_server_handles(
+    options: dict[str, Any],
+) -> None:
+    factory = distro.create("redis")
+    monitor, service = factory.server(options), factory.server(options)
+    seen = Recorder()
+    monitor.receive(seen)  # sees every request, has no route for any
+    service.get("/price/{sku}", lambda m: 10)
+    async with monitor, service, factory.client(options) as client:
+        replies = [
+            await client.request(distro.message({"uri": f"/price/{n}"}), timeout=5)
+            for n in range(20)
+        ]
+        await seen.wait_for(20)
+    assert [r.payload for r in replies] == [10] * 20
+    assert monitor.stats.replies_sent == 0
+
+
 # -- RECEIVED addressing -----------------------------------------------------------------------
 
 
