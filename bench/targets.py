@@ -26,14 +26,14 @@ def check(
         if num is None or den is None:
             return
         ratio = num / den
-        verdict = "met" if ratio >= goal else f"MISSED by {(goal - ratio) / goal:.0%}"
+        verdict = "met" if ratio >= goal else f"MISSED by {(goal - ratio) / goal:.1%}"
         out.append((what, f"{ratio:.2f}x", verdict))
 
     def ratio_at_most(what: str, num: float | None, den: float | None, goal: float) -> None:
         if num is None or den is None:
             return
         ratio = num / den
-        verdict = "met" if ratio <= goal else f"MISSED by {(ratio - goal) / goal:.0%}"
+        verdict = "met" if ratio <= goal else f"MISSED by {(ratio - goal) / goal:.1%}"
         out.append((what, f"{ratio:.2f}x", verdict))
 
     for table in tables:
