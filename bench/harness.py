@@ -73,7 +73,7 @@ def raw_reply(request: dict[str, Any]) -> bytes:
 
 def unique_uri(kind: str) -> str:
     """A uri (and pub/sub channel) no other run on this machine uses."""
-    return f"/bench/{uuid.uuid4().hex[:12]}/{kind}"
+    return f"/{kind}/{uuid.uuid4().hex[:10]}"
 
 
 def rss_kib() -> int:
