@@ -11,37 +11,43 @@ import os
 
 __all__ = ["new_id"]
 
-_BLOCK = 16 * 512  # bytes of randomness fetched per system call: 512 ids
+_BATCH = 512  # ids made per refill: one system call for 8 KiB of randomness
 _VARIANT = "89ab89ab89ab89ab"  # hex digit -> the same digit with the variant bits set to 10xx
 
 
 class _IdSource:
-    """Formats version 4 UUIDs from a hex buffer of OS randomness, refilled when used up.
+    """Hands out version 4 UUIDs formatted in batches from one read of OS randomness.
 
     Each id takes 32 random hex digits; the version digit is forced to 4 and the variant digit
-    to one of 8, 9, a, b, exactly as ``uuid.uuid4()`` does (122 random bits).
+    to one of 8, 9, a, b, exactly as ``uuid.uuid4()`` does (122 random bits). Formatting a batch
+    in one comprehension and popping from it costs about a quarter of ``str(uuid.uuid4())``.
     """
 
-    __slots__ = ("_hex", "_pid", "_pos")
+    __slots__ = ("_ready",)
 
     def __init__(self) -> None:
-        self._hex = ""
-        self._pos = 2 * _BLOCK
-        self._pid = -1
+        self._ready: list[str] = []
+        # A forked child must never hand out ids its parent already buffered.
+        os.register_at_fork(after_in_child=self._forget)
+
+    def _forget(self) -> None:
+        self._ready = []
+
+    def _refill(self) -> None:
+        h = os.urandom(16 * _BATCH).hex()
+        v = _VARIANT
+        self._ready = [
+            f"{h[p : p + 8]}-{h[p + 8 : p + 12]}-4{h[p + 13 : p + 16]}-"
+            f"{v[int(h[p + 16], 16)]}{h[p + 17 : p + 20]}-{h[p + 20 : p + 32]}"
+            for p in range(0, 32 * _BATCH, 32)
+        ]
 
     def __call__(self) -> str:
-        pos = self._pos
-        if pos >= 2 * _BLOCK or self._pid != os.getpid():
-            # A forked child must not replay its parent's buffered randomness.
-            self._hex = os.urandom(_BLOCK).hex()
-            self._pid = os.getpid()
-            pos = 0
-        self._pos = pos + 32
-        h = self._hex
-        return (
-            f"{h[pos : pos + 8]}-{h[pos + 8 : pos + 12]}-4{h[pos + 13 : pos + 16]}-"
-            f"{_VARIANT[int(h[pos + 16], 16)]}{h[pos + 17 : pos + 20]}-{h[pos + 20 : pos + 32]}"
-        )
+        try:
+            return self._ready.pop()
+        except IndexError:
+            self._refill()
+            return self._ready.pop()
 
 
 new_id = _IdSource()

@@ -16,7 +16,7 @@ from ._codec import CodecError, dumps, encode_and_copy, loads
 from ._exceptions import MessageError
 from ._ids import new_id
 
-__all__ = ["VERBS", "Message", "message", "parse", "parse_parts"]
+__all__ = ["VERBS", "Message", "message", "new_message", "parse", "parse_parts"]
 
 VERBS = frozenset({"HEAD", "GET", "POST", "PUT", "DELETE", "PATCH"})
 """The verbs a message may carry in its ``verb`` header."""
@@ -71,6 +71,30 @@ class Message:
     def with_params(self, params: dict[str, str]) -> Message:
         """Return this message carrying ``params`` (same id, headers, payload and encoding)."""
         return Message(self.id, self.headers, self.payload, params, self._raw)
+
+
+_set_id, _set_headers, _set_payload, _set_params, _set_raw = (
+    Message.__dict__[name].__set__ for name in ("id", "headers", "payload", "params", "_raw")
+)
+_new = object.__new__
+
+
+def new_message(
+    id: str, headers: dict[str, Any], payload: Any, params: dict[str, str], raw: bytes | None
+) -> Message:
+    """Build a Message from checked parts, as ``Message(...)`` does but faster.
+
+    attrs' frozen ``__init__`` sets each slot through ``object.__setattr__``; the slots'
+    own descriptors do the same work in about two thirds of the time, which counts on a path
+    taken for every message sent and received.
+    """
+    msg = _new(Message)
+    _set_id(msg, id)
+    _set_headers(msg, headers)
+    _set_payload(msg, payload)
+    _set_params(msg, params)
+    _set_raw(msg, raw)
+    return msg
 
 
 def _encode(id: str, headers: Mapping[str, Any], payload: Any) -> bytes:
@@ -189,7 +213,7 @@ def message(headers: Mapping[str, Any], payload: Any = None, *, id: str | None =
         raise MessageError(_explain(headers, payload, f"cannot encode message: {exc}")) from None
     if not same:
         raise MessageError(_explain(headers, payload, "message does not survive a JSON round trip"))
-    return Message(id, copy["headers"], copy["payload"], {}, raw)
+    return new_message(id, copy["headers"], copy["payload"], {}, raw)
 
 
 def _explain(headers: dict[str, Any], payload: Any, fallback: str) -> str:
@@ -251,4 +275,4 @@ def parse(data: bytes | bytearray | memoryview | str) -> Message:
     :raises MessageError: bad UTF-8, bad JSON, not an object, or a missing or ill-typed field.
     """
     id, headers, payload = parse_parts(data)
-    return Message(id, headers, payload, {}, None)
+    return new_message(id, headers, payload, {}, None)

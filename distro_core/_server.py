@@ -23,7 +23,7 @@ import attrs
 from . import _protocol
 from ._exceptions import DistroError, MessageError, StateError, TransportError
 from ._logging import Logger, RateLimitedLog
-from ._message import Message, parse_parts
+from ._message import Message, new_message, parse_parts
 from ._routing import Route, Router
 from ._transport import Connection, Listener, Peer, RouteInfo, Transport
 
@@ -376,7 +376,7 @@ class Server:
             self._drop("invalid", f"from {peer.host}: {exc}")
             return
         route, params = self._router.match(headers.get("verb"), headers["uri"])
-        msg = Message(id, headers, payload, params or {}, None)  # never share the empty dict
+        msg = new_message(id, headers, payload, params or {}, None)  # never share the empty dict
         if route is None:
             handlers: tuple[_Entry, ...] = ()
             any_async = self._catch_all_async
@@ -407,17 +407,26 @@ class Server:
         error: str | None = None
         awaitables: list[Awaitable[Any]] = []
         for entry in self._router.catch_all:
-            result, _ = self._call(entry, msg)
-            if inspect.isawaitable(result):
+            try:
+                result = entry.fn(msg)
+            except Exception as exc:
+                self._handler_failed(entry, msg, exc)
+                continue
+            # Most handlers return None: test that before the (slower) awaitable check.
+            if result is not None and inspect.isawaitable(result):
                 awaitables.append(result)
         for entry in handlers:
-            result, err = self._call(entry, msg)
-            if err is not None and error is None:
-                error = err
-            elif inspect.isawaitable(result):
-                awaitables.append(result)
-            elif value is None:
-                value = result
+            try:
+                result = entry.fn(msg)
+            except Exception as exc:
+                failure = self._handler_failed(entry, msg, exc)
+                error = error or failure
+                continue
+            if result is not None:
+                if inspect.isawaitable(result):
+                    awaitables.append(result)
+                elif value is None:
+                    value = result
         if awaitables:
             # A plain function returned an awaitable: finish the message once it is done.
             self._spawn(self._finish_awaitables(msg, route, peer, awaitables, value, error))
