@@ -105,12 +105,15 @@ class Client:
         :raises MessageTooLarge: it does not fit in one frame of this transport.
         :raises TransportError: it could not be sent (``ConnectionError``: unreachable).
         """
-        conn = self._link()
-        if not isinstance(msg, Message):
+        conn = self._conn
+        if conn is None or self._state is not _State.OPEN:
+            conn = self._link()  # raises the StateError that explains what is wrong
+        if type(msg) is not Message and not isinstance(msg, Message):
             raise TypeError(f"send() takes a distro Message, got {type(msg).__name__}")
         data = msg.to_bytes()
-        if self._limit is not None and len(data) > self._limit:
-            raise MessageTooLarge(len(data), self._limit, self.transport.name)
+        limit = self._limit
+        if limit is not None and len(data) > limit:
+            raise MessageTooLarge(len(data), limit, self.transport.name)
         await conn.send(data, msg)
 
     async def request(self, msg: Message, timeout: float = 5.0) -> Message:
