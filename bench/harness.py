@@ -219,12 +219,15 @@ def run_pair(
     got: dict[str, Any] = {}
     stash: dict[str, Any] = {}
     try:
-        rproc = _CTX.Process(target=_guard, args=(receiver, (params, shared, results), results))
+        receiver_cpu, sender_cpu = _cpus(params)
+        rproc = _CTX.Process(
+            target=_guard, args=(receiver, (params, shared, results), results, receiver_cpu)
+        )
         rproc.start()
         procs.append(rproc)
         address = _expect(results, "ready", 30.0, procs, stash)
         sproc = _CTX.Process(
-            target=_guard, args=(sender, (params, address, shared, results), results)
+            target=_guard, args=(sender, (params, address, shared, results), results, sender_cpu)
         )
         sproc.start()
         procs.append(sproc)
@@ -268,8 +271,24 @@ def _expect(
         stash[tag] = value
 
 
-def _guard(fn: Callable[..., None], args: tuple[Any, ...], results: Any) -> None:
+def _cpus(params: dict[str, Any]) -> tuple[int | None, int | None]:
+    """The CPUs the receiver and the sender are pinned to: the last and the first allowed one,
+    the same for every implementation, so that where the scheduler happens to put two
+    ping-ponging processes does not decide a latency; (None, None) when not pinning."""
+    if not params.get("pin") or not hasattr(os, "sched_getaffinity"):
+        return None, None
+    allowed = sorted(os.sched_getaffinity(0))
+    if len(allowed) < 2:
+        return None, None
+    return allowed[-1], allowed[0]
+
+
+def _guard(
+    fn: Callable[..., None], args: tuple[Any, ...], results: Any, cpu: int | None = None
+) -> None:
     params = args[0]
+    if cpu is not None:
+        os.sched_setaffinity(0, {cpu})
     try:
         if params.get("profile") and params.get("transport"):
             from profiling import run_profiled

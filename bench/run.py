@@ -40,6 +40,7 @@ FULL = {
     "warmup": 500,
     "outstanding": 32,
     "repeat": 2,
+    "pin": True,
 }
 QUICK = {
     "count": 5_000,
@@ -48,6 +49,7 @@ QUICK = {
     "warmup": 50,
     "outstanding": 32,
     "repeat": 1,
+    "pin": True,
 }
 
 
@@ -217,6 +219,11 @@ def main(argv: list[str]) -> int:
         "--repeat", type=int, help="turns per scenario, best kept (default 2; --quick: 1)"
     )
     parser.add_argument("--no-install", action="store_true", help="never pip-install bench deps")
+    parser.add_argument(
+        "--no-pin",
+        action="store_true",
+        help="let the scheduler place senders and receivers (by default: one CPU each)",
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument(
         "--profile",
@@ -253,6 +260,8 @@ def main(argv: list[str]) -> int:
         sizes["seconds"] = args.seconds
     if args.repeat:
         sizes["repeat"] = max(1, args.repeat)
+    if args.no_pin:
+        sizes["pin"] = False
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)
         sizes["profile"] = str(args.profile.resolve())
@@ -269,7 +278,8 @@ def main(argv: list[str]) -> int:
         f"bounds: one-way {sizes['count']:,} messages or {sizes['seconds']:g} s; request/reply "
         f"{sizes['count_rr']:,} sequential + {sizes['count']:,} with "
         f"{sizes['outstanding']} in flight, each or {sizes['seconds']:g} s; each value the best "
-        f"of {sizes['repeat']} turn(s)\n",
+        f"of {sizes['repeat']} turn(s); "
+        + ("receivers pinned to the last CPU, senders to the first\n" if sizes["pin"] else "\n"),
         flush=True,
     )
     started = time.monotonic()
