@@ -1,4 +1,4 @@
-"""Every ```python block in README.md and docs/*.md runs as written.
+"""Every ```python block in README.md, docs/*.md and plugins/*/README.md runs as written.
 
 Each block runs on its own, in a subprocess of this interpreter with a time-out, from a
 temporary directory: what a reader would get by pasting it into a file. A block needing a
@@ -26,7 +26,11 @@ from typing import NamedTuple
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+DOCUMENTS = [
+    ROOT / "README.md",
+    *sorted((ROOT / "docs").glob("*.md")),
+    *sorted((ROOT / "plugins").glob("*/README.md")),
+]
 TIMEOUT = 90
 
 _FENCE = re.compile(
@@ -152,7 +156,10 @@ def test_markers_are_well_formed_and_not_run_is_rare() -> None:
 
 
 def test_the_docs_have_examples_to_run() -> None:
-    by_document = {d.name: sum(1 for b in PYTHON if b.document == d) for d in DOCUMENTS}
-    assert by_document["README.md"] >= 1
-    for name in ("quickstart.md", "plugins.md", "security.md"):
-        assert by_document.get(name, 0) >= 1, f"docs/{name} has no python example"
+    by_document = {
+        d.relative_to(ROOT).as_posix(): sum(1 for b in PYTHON if b.document == d) for d in DOCUMENTS
+    }
+    wanted = ["README.md", "docs/quickstart.md", "docs/plugins.md", "docs/security.md"]
+    wanted += ["plugins/distro_redis/README.md", "plugins/distro_zmq/README.md"]
+    for name in wanted:
+        assert by_document.get(name, 0) >= 1, f"{name} has no python example"
