@@ -279,8 +279,8 @@ def main(argv: list[str]) -> int:
         f"bounds: one-way {sizes['count']:,} messages or {sizes['seconds']:g} s; request/reply "
         f"{sizes['count_rr']:,} sequential + {sizes['count']:,} with "
         f"{sizes['outstanding']} in flight, each or {sizes['seconds']:g} s; each value the best "
-        f"of {sizes['repeat']} turn(s); "
-        + ("receivers pinned to the last CPU, senders to the first\n" if sizes["pin"] else "\n"),
+        f"of {sizes['repeat']} turn(s)"
+        + ("; receivers pinned to the last CPU, senders to the first\n" if sizes["pin"] else "\n"),
         flush=True,
     )
     started = time.monotonic()
