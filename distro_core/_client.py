@@ -54,6 +54,7 @@ class Client:
         self._quiet = RateLimitedLog(logger)
         self._state = _State.UNOPENED
         self._conn: Connection | None = None
+        self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]  # set by open()
         self._pending: _protocol.Pending[asyncio.Future[Any]] = _protocol.Pending()
         self._limit = transport.capabilities.max_message_size
         self._can_request = transport.capabilities.request_reply
@@ -66,6 +67,7 @@ class Client:
         """
         if self._state is not _State.UNOPENED:
             raise StateError(f"client is {self._state.value}; a client opens only once")
+        self._loop = asyncio.get_running_loop()
         self._conn = await self.transport.connect(self)
         self._state = _State.OPEN
 
@@ -132,7 +134,7 @@ class Client:
             raise DistroError(f"transport {self.transport.name!r} does not support request/reply")
         data = _protocol.as_request(msg, conn.reply_to)
         self._check_size(data)
-        loop = asyncio.get_running_loop()
+        loop = self._loop  # kept from open(): get_running_loop() costs a getpid system call
         future: asyncio.Future[Any] = loop.create_future()
         self._pending.add(msg.id, future)
         timer = loop.call_later(timeout, _expire, future, msg.id, timeout)

@@ -213,7 +213,9 @@ def message(headers: Mapping[str, Any], payload: Any = None, *, id: str | None =
         raise MessageError(_explain(headers, payload, f"cannot encode message: {exc}")) from None
     if not same:
         raise MessageError(_explain(headers, payload, "message does not survive a JSON round trip"))
-    return new_message(id, copy["headers"], copy["payload"], {}, raw)
+    # orjson's output keeps a ~4 KiB buffer behind a small message; a message may be kept for a
+    # long time, so it keeps a right-sized copy (about 0.15 µs) instead of 4 KiB of RSS.
+    return new_message(id, copy["headers"], copy["payload"], {}, bytes(memoryview(raw)))
 
 
 def _explain(headers: dict[str, Any], payload: Any, fallback: str) -> str:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any, Generic, TypeVar
 
-from ._codec import dumps
+from ._codec import CodecError, dumps, encode_and_copy
 from ._exceptions import MessageError, RemoteError
 from ._ids import new_id
 from ._message import Message, message
@@ -48,7 +48,17 @@ def reply(request: Message, payload: Any) -> bytes:
 
     :raises MessageError: ``payload`` is not a JSON value (the handler returned something else).
     """
-    return message({"uri": REPLY, "inReplyTo": request.id}, payload).to_bytes()
+    try:
+        data, copy = encode_and_copy(
+            {"id": new_id(), "headers": {"uri": REPLY, "inReplyTo": request.id}, "payload": payload}
+        )
+    except CodecError:
+        copy = None
+    if copy is None or copy["payload"] != payload:
+        # Not a JSON value: let message() say precisely what and where.
+        message({"uri": REPLY}, payload)
+        raise MessageError("the reply payload does not survive a JSON round trip")
+    return data
 
 
 def error_reply(request: Message, text: str) -> bytes:

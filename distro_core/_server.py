@@ -171,6 +171,7 @@ class Server:
         self._ack_any = ack_any_address
         self._state = _State.UNOPENED
         self._listener: Listener | None = None
+        self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]  # set by start()
         self._tasks: set[asyncio.Task[None]] = set()
         self._in_flight = 0
         self._unstarted = 0
@@ -267,6 +268,7 @@ class Server:
         if self._state is not _State.UNOPENED:
             raise StateError(f"server is {self._state.value}; a server starts only once")
         self._state = _State.OPEN
+        self._loop = asyncio.get_running_loop()
         try:
             self._listener = await self.transport.listen(self)
         except BaseException:
@@ -390,7 +392,7 @@ class Server:
             self._spawn(self._handle_async(msg, route, handlers, peer))
         elif self._unstarted:
             self._unstarted += 1
-            asyncio.get_running_loop().call_soon(self._run_deferred, msg, route, handlers, peer)
+            self._loop.call_soon(self._run_deferred, msg, route, handlers, peer)
         else:
             self._run_sync(msg, route, handlers, peer)
 
@@ -595,7 +597,8 @@ class Server:
     # -- bookkeeping ----------------------------------------------------------------------
 
     def _spawn(self, coro: Any) -> None:
-        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
+        # The loop is kept from start(): asyncio.get_running_loop() makes a getpid system call.
+        task: asyncio.Task[None] = self._loop.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
         self._in_flight += 1
