@@ -10,33 +10,30 @@ from __future__ import annotations
 import asyncio
 import enum
 import inspect
-import ipaddress
 import logging
 import signal
 import traceback
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, overload
 
 import attrs
 
 from . import _protocol
-from ._exceptions import DistroError, MessageError, StateError, TransportError
+from ._acks import Acknowledger
+from ._exceptions import MessageError, StateError, TransportError
+from ._handlers import Entry as _Entry
+from ._handlers import F, Handler, Verb
+from ._handlers import entry as _entry
 from ._logging import Logger, RateLimitedLog
 from ._message import Message, new_message, parse_parts
 from ._routing import Route, Router
-from ._transport import Connection, Listener, Peer, RouteInfo, Transport
+from ._transport import Listener, Peer, RouteInfo, Transport
 
 if TYPE_CHECKING:
     from types import TracebackType
 
 __all__ = ["Handler", "Server", "ServerStats"]
-
-Handler = Callable[[Message], Any]
-"""A handler takes the message; it may be a plain or an async function. For a request, its
-return value (awaited if need be) is the reply's payload."""
-
-F = TypeVar("F", bound=Handler)
 
 
 class _State(enum.Enum):
@@ -70,63 +67,6 @@ class ServerStats:
     def dropped_total(self) -> int:
         """All dropped frames and messages, whatever the reason."""
         return sum(self.dropped.values())
-
-
-@attrs.frozen
-class _Entry:
-    fn: Handler
-    is_async: bool
-    name: str
-
-
-def _entry(fn: Handler) -> _Entry:
-    if not callable(fn):
-        raise TypeError(f"a handler must be callable, got {type(fn).__name__}")
-    name = getattr(fn, "__qualname__", None) or repr(fn)
-    return _Entry(fn, inspect.iscoroutinefunction(fn), name)
-
-
-class _BoundVerb:
-    """``server.post`` and friends: ``server.post(uri, handler)`` or ``@server.post(uri)``."""
-
-    __slots__ = ("_server", "_verb")
-
-    def __init__(self, server: Server, verb: str) -> None:
-        self._server = server
-        self._verb = verb
-
-    @overload
-    def __call__(self, uri: str) -> Callable[[F], F]: ...
-    @overload
-    def __call__(self, uri: str, handler: F) -> F: ...
-
-    def __call__(self, uri: str, handler: F | None = None) -> F | Callable[[F], F]:
-        if handler is None:
-            return self._server.route(self._verb, uri)
-        return self._server.route(self._verb, uri, handler)
-
-
-class _Verb:
-    """Descriptor that gives each Server a registration method for one verb."""
-
-    def __init__(self, verb: str, doc: str) -> None:
-        self.verb = verb
-        self.__doc__ = doc
-
-    def __get__(self, server: Server | None, owner: type[Server]) -> _BoundVerb:
-        if server is None:
-            return self  # type: ignore[return-value]  # class access, for documentation tools
-        return _BoundVerb(server, self.verb)
-
-
-class _AckSink:
-    """Receiver for acknowledgement links: nothing is expected back on them."""
-
-    def frame_received(self, data: bytes) -> None:
-        pass
-
-    def connection_lost(self, exc: BaseException | None) -> None:
-        pass
 
 
 class Server:
@@ -168,7 +108,6 @@ class Server:
         self._max_concurrency = max_concurrency
         self._max_backlog = max_concurrency * 4
         self._close_timeout = close_timeout
-        self._ack_any = ack_any_address
         self._state = _State.UNOPENED
         self._listener: Listener | None = None
         self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]  # set by start()
@@ -177,8 +116,7 @@ class Server:
         self._unstarted = 0
         self._paused = False
         self._backlog: deque[tuple[bytes, Peer]] = deque()
-        self._ack_links: dict[tuple[str, int], Connection] = {}
-        self._resolved: dict[str, frozenset[str]] = {}
+        self._acks = Acknowledger(transport, any_address=ack_any_address)
         self._can_reply = transport.capabilities.request_reply
         self._can_ack = transport.capabilities.acknowledgements
         # Over pub/sub another server may handle what this one has no route for: it must not
@@ -221,12 +159,12 @@ class Server:
         self._routes_changed()
         return handler
 
-    head = _Verb("HEAD", "Register a HEAD handler (see :meth:`route`).")
-    get = _Verb("GET", "Register a GET handler; messages without a verb come here too.")
-    post = _Verb("POST", "Register a POST handler (see :meth:`route`).")
-    put = _Verb("PUT", "Register a PUT handler (see :meth:`route`).")
-    delete = _Verb("DELETE", "Register a DELETE handler (see :meth:`route`).")
-    patch = _Verb("PATCH", "Register a PATCH handler (see :meth:`route`).")
+    head = Verb("HEAD", "Register a HEAD handler (see :meth:`route`).")
+    get = Verb("GET", "Register a GET handler; messages without a verb come here too.")
+    post = Verb("POST", "Register a POST handler (see :meth:`route`).")
+    put = Verb("PUT", "Register a PUT handler (see :meth:`route`).")
+    delete = Verb("DELETE", "Register a DELETE handler (see :meth:`route`).")
+    patch = Verb("PATCH", "Register a PATCH handler (see :meth:`route`).")
 
     @property
     def routes(self) -> Sequence[RouteInfo]:
@@ -299,9 +237,7 @@ class Server:
                     self._close_timeout,
                 )
                 await asyncio.wait(pending, timeout=1.0)
-        links, self._ack_links = list(self._ack_links.values()), {}
-        for link in links:
-            await _close_quietly(link)
+        await self._acks.aclose()
         await listener.aclose()
         self._state = _State.CLOSED
 
@@ -553,46 +489,11 @@ class Server:
         self.stats.replies_sent += 1
 
     async def _acknowledge(self, msg: Message, target: tuple[str, int], peer: Peer) -> None:
-        host, port = target
-        if not self._ack_any and not await self._is_sender(host, peer.host):
-            self._drop(
-                "ack_refused",
-                f"message {msg.id} asks for RECEIVED at {host}:{port}, which is not its sender "
-                f"({peer.host}); pass ack_any_address=True to allow it",
-            )
-            return
-        ack = _protocol.received(msg.id)
-        try:
-            link = self._ack_links.get(target)
-            if link is None:
-                link = await self.transport.connect(_AckSink(), target)
-                if len(self._ack_links) >= 64:
-                    oldest = next(iter(self._ack_links))
-                    await _close_quietly(self._ack_links.pop(oldest))
-                self._ack_links[target] = link
-            await link.send(ack.to_bytes(), ack)
-        except DistroError as exc:
-            self._ack_links.pop(target, None)
-            self._drop("ack_failed", f"RECEIVED for {msg.id} to {host}:{port}: {exc}")
-            return
-        self.stats.acks_sent += 1
-
-    async def _is_sender(self, host: str, sender: str | None) -> bool:
-        if sender is None:
-            return False
-        if host == sender:
-            return True
-        wanted = _normalise(sender)
-        addresses = self._resolved.get(host)
-        if addresses is None:
-            try:
-                infos = await asyncio.get_running_loop().getaddrinfo(host, None)
-                addresses = frozenset(_normalise(str(info[4][0])) for info in infos)
-            except OSError:
-                addresses = frozenset()
-            if len(self._resolved) < 1024:
-                self._resolved[host] = addresses
-        return wanted in addresses
+        failure = await self._acks.send(msg, target, peer)
+        if failure is None:
+            self.stats.acks_sent += 1
+        else:
+            self._drop(*failure)
 
     # -- bookkeeping ----------------------------------------------------------------------
 
@@ -626,20 +527,3 @@ class Server:
         dropped = self.stats.dropped
         dropped[reason] = dropped.get(reason, 0) + 1
         self._quiet.log(reason, logging.WARNING, "distro: dropped (%s): %s", reason, detail)
-
-
-def _normalise(host: str) -> str:
-    try:
-        address = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return host.lower()
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return str(address.ipv4_mapped)
-    return str(address)
-
-
-async def _close_quietly(link: Connection) -> None:
-    try:
-        await link.aclose()
-    except (DistroError, OSError):
-        pass
