@@ -3,9 +3,12 @@
 A stream has no message boundaries: one read may hold half a message, or fifty. The
 :class:`FrameDecoder` is fed whatever the socket gave (``feed(data)``) and returns the complete
 frames so far, keeping the partial remainder for the next feed; ``feed(b"")`` means end of
-stream. A frame is one message's compact JSON, which never holds a raw newline byte (JSON
-escapes control characters inside strings, and no UTF-8 multi-byte sequence contains 0x0A), so a
-newline is a safe delimiter. :func:`encode_frame` adds it.
+stream. ``data`` may be a view into a read buffer that the driver reuses (``recv_into``): the
+decoder copies what it keeps and holds no reference to it.
+
+A frame is one message's compact JSON, which never holds a raw newline byte (JSON escapes control
+characters inside strings, and no UTF-8 multi-byte sequence contains 0x0A), so a newline is a
+safe delimiter. :func:`encode_frame` adds it.
 
 Sans-IO like h11: no sockets, no event loop, no clock; the transport is a thin driver around
 it. Errors, all :class:`FramingError` (a :class:`~distro_core.MessageError`)::
@@ -85,7 +88,9 @@ class FrameDecoder:
     Feed it each chunk read from the stream; each call returns the frames that chunk completed
     (``bytes`` without the newline, possibly empty for blank lines), in order. A chunk is split
     once (``bytes.split``); a partial frame waits in a ``bytearray`` that grows in place, so a
-    frame fed one byte at a time still costs linear time.
+    frame fed one byte at a time still costs linear time. The frames are new ``bytes`` objects,
+    never views into what was fed, so a chunk may come from a buffer that is overwritten by the
+    next read.
 
     :param max_frame_size: the longest frame accepted, in bytes without the newline.
     :raises ValueError: ``max_frame_size`` is not a positive integer.
@@ -110,10 +115,12 @@ class FrameDecoder:
         """Bytes of a partial frame held until its newline arrives (never above the limit)."""
         return len(self._buffer)
 
-    def feed(self, data: bytes) -> list[bytes]:
-        """Take the next chunk of the stream; ``b""`` means the stream ended.
+    def feed(self, data: bytes | bytearray | memoryview) -> list[bytes]:
+        """Take the next chunk of the stream; an empty one (``b""``) means the stream ended.
 
-        :param data: bytes as read from the stream, any length.
+        :param data: bytes as read from the stream, any length: ``bytes``, or a ``bytearray`` or
+            contiguous byte ``memoryview`` (such as a slice of a reused read buffer), which is
+            copied before this returns and may be overwritten afterwards.
         :returns: the frames completed by this chunk, in order (often empty).
         :raises FrameTooLarge: a frame, or the partial frame held, passed ``max_frame_size``;
             ``exc.frames`` holds the whole frames before it.
@@ -126,6 +133,10 @@ class FrameDecoder:
             return []
         if not data:
             return self._end()
+        if type(data) is not bytes:
+            # One copy of just what was read: bytes.split is then the fast path, and neither
+            # frames nor the held remainder can alias the caller's buffer.
+            data = bytes(data)
         limit = self._limit
         frames = data.split(_NL)
         buffer = self._buffer
@@ -140,7 +151,7 @@ class FrameDecoder:
             buffer.clear()
         rest = frames.pop()
         # A chunk no longer than the limit cannot hold a frame over it: skip the per-frame
-        # check on the hot path (reads are 256 KiB at most, the default limit 1 MiB).
+        # check on the hot path (the tcp driver reads 64 KiB at most, the default limit 1 MiB).
         if len(data) > limit:
             for index, frame in enumerate(frames):
                 if len(frame) > limit:

@@ -84,6 +84,74 @@ def test_frames_are_bytes() -> None:
     assert type(frame) is bytes and frame == b"abc"
 
 
+# -- a reused read buffer --------------------------------------------------------------------
+
+
+def feed_through_buffer(decoder: FrameDecoder, chunks: list[bytes]) -> list[bytes]:
+    """Feed each chunk as a view of one read buffer, overwritten after every feed, as a driver
+    reading with ``recv_into`` does."""
+    buffer = bytearray(max((len(c) for c in chunks), default=0) + 8)
+    view = memoryview(buffer)
+    frames: list[bytes] = []
+    for chunk in chunks:
+        if not chunk:
+            continue
+        view[: len(chunk)] = chunk
+        frames.extend(decoder.feed(view[: len(chunk)]))
+        view[:] = b"\n" * len(buffer)  # what the next read would leave there
+    return frames
+
+
+@given(st.lists(frame_bodies, max_size=30), st.lists(st.integers(min_value=0), max_size=40))
+def test_views_of_a_reused_buffer_decode_to_copies_of_the_frames(
+    frames: list[bytes], cuts: list[int]
+) -> None:
+    stream = b"".join(encode_frame(f) for f in frames)
+    decoder = FrameDecoder()
+    got = feed_through_buffer(decoder, split_at(stream, cuts))
+    assert got == frames  # intact although the buffer was overwritten after each feed
+    assert all(type(frame) is bytes for frame in got)
+    assert decoder.feed(memoryview(b"")) == []  # an empty view is the end of the stream too
+
+
+@settings(max_examples=300)
+@given(
+    st.lists(st.binary(max_size=200), max_size=20),
+    st.integers(min_value=1, max_value=300),
+    st.sampled_from([bytearray, memoryview]),
+)
+def test_bytearray_and_memoryview_chunks_decode_exactly_as_bytes_do(
+    chunks: list[bytes], limit: int, kind: type[bytearray] | type[memoryview]
+) -> None:
+    def outcome(
+        wrap: type[bytes] | type[bytearray] | type[memoryview],
+    ) -> tuple[str, list[bytes], int | None, int]:
+        decoder = FrameDecoder(max_frame_size=limit)
+        frames: list[bytes] = []
+        try:
+            for chunk in chunks:
+                if chunk:
+                    frames.extend(decoder.feed(wrap(chunk)))
+            decoder.feed(b"")
+        except FrameTooLarge as exc:
+            return ("too large", frames + exc.frames, exc.size, decoder.buffered)
+        except TruncatedFrame as exc:
+            return ("truncated", frames, exc.size, decoder.buffered)
+        return ("ok", frames, None, decoder.buffered)
+
+    got = outcome(kind)
+    assert got == outcome(bytes)
+    assert all(type(frame) is bytes for frame in got[1])
+
+
+def test_a_partial_frame_is_copied_out_of_the_fed_buffer() -> None:
+    decoder = FrameDecoder()
+    buffer = bytearray(b'{"a":1}\n{"b"')
+    assert decoder.feed(memoryview(buffer)) == [b'{"a":1}']
+    buffer[:] = b"XXXXXXXXXXXX"
+    assert decoder.feed(bytearray(b":2}\n")) == [b'{"b":2}']
+
+
 # -- end of stream ---------------------------------------------------------------------------
 
 

@@ -8,7 +8,7 @@ import json
 import socket
 import time
 import tracemalloc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -72,6 +72,26 @@ async def dropped(server: distro.Server, reason: str, count: int = 1) -> None:
 async def raw(server: distro.Server) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     host, port = server.address
     return await asyncio.open_connection(host, port)
+
+
+@asynccontextmanager
+async def polling() -> AsyncIterator[Callable[[], Awaitable[None]]]:
+    """``await polled()`` returns once the event loop has polled its sockets again, so bytes
+    written to a loopback socket before the call have been read by then: each write is a read
+    of its own. (A byte through a socket pair wakes the loop; one poll reports every socket
+    ready by then, and their reads run before the waiting task resumes.)"""
+    ours, theirs = socket.socketpair()
+    reader, writer = await asyncio.open_connection(sock=ours)
+
+    async def polled() -> None:
+        theirs.send(b"!")
+        await asyncio.wait_for(reader.readexactly(1), 5)
+
+    try:
+        yield polled
+    finally:
+        writer.close()
+        theirs.close()
 
 
 # -- bad input never stops a server -----------------------------------------------------------
@@ -236,6 +256,104 @@ async def test_one_frame_written_byte_by_byte_is_one_message_with_a_reply(
         writer.close()
     assert server.stats.received == 1
     assert server.stats.dropped == {}
+
+
+async def test_frames_cut_differently_on_several_connections_at_once_stay_apart(
+    factory: distro.Factory,
+) -> None:
+    # A server's connections read into one shared buffer, in turns: each connection's partial
+    # frame must be its own, whatever the others read in between.
+    async with serving(factory) as server, polling() as polled:
+        conns = [await raw(server) for _ in range(4)]
+        streams = [
+            b"".join(
+                frame({"uri": f"/echo/c{c}m{i}", "replyTo": "x"}, id=f"{c}-{i}") for i in range(3)
+            )
+            for c in range(len(conns))
+        ]
+        steps = [5, 7, 11, 64]
+        for turn in range(max(len(s) // step + 1 for s, step in zip(streams, steps, strict=True))):
+            for (_, writer), stream, step in zip(conns, streams, steps, strict=True):
+                if piece := stream[turn * step : (turn + 1) * step]:
+                    writer.write(piece)
+            await polled()
+        for c, (reader, writer) in enumerate(conns):
+            for i in range(3):
+                reply = json.loads(await asyncio.wait_for(reader.readline(), 5))
+                assert (reply["headers"]["inReplyTo"], reply["payload"]) == (
+                    f"{c}-{i}",
+                    f"c{c}m{i}",
+                )
+            writer.close()
+    assert server.stats.received == 12
+    assert server.stats.dropped == {}
+
+
+async def test_a_client_takes_replies_cut_across_reads(factory: distro.Factory) -> None:
+    requests: asyncio.Queue[tuple[dict[str, Any], asyncio.StreamWriter]] = asyncio.Queue()
+
+    async def fake_server(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while line := await reader.readline():
+            await requests.put((json.loads(line), writer))
+        writer.close()
+
+    def reply(request: dict[str, Any]) -> bytes:
+        headers = {"uri": "REPLY", "inReplyTo": request["id"]}
+        return frame(headers, request["headers"]["uri"], id="re-" + request["id"])
+
+    fake = await asyncio.start_server(fake_server, "127.0.0.1", 0)
+    port = fake.sockets[0].getsockname()[1]
+    async with fake, polling() as polled, factory.client(port=port) as client:
+        # One reply in pieces of 9 bytes, each read on its own.
+        first = asyncio.ensure_future(client.request(distro.message({"uri": "/one"}), 5))
+        request, writer = await asyncio.wait_for(requests.get(), 5)
+        data = reply(request)
+        for start in range(0, len(data), 9):
+            writer.write(data[start : start + 9])
+            await polled()
+        assert (await first).payload == "/one"
+        # Two replies, read as the first and the start of the second, then the rest.
+        pending = [
+            asyncio.ensure_future(client.request(distro.message({"uri": f"/{n}"}), 5))
+            for n in ("two", "three")
+        ]
+        got = [await asyncio.wait_for(requests.get(), 5) for _ in pending]
+        data = b"".join(reply(request) for request, _ in got)
+        cut = len(reply(got[0][0])) + 10
+        writer.write(data[:cut])
+        await polled()
+        writer.write(data[cut:])
+        assert [(await p).payload for p in pending] == ["/two", "/three"]
+
+
+async def test_frames_longer_than_one_read_cross_both_ways_whole(factory: distro.Factory) -> None:
+    server = factory.server(port=0)
+    server.get("/echo", lambda m: m.payload)
+    async with server, factory.client(port=server.address[1]) as client:
+        sizes = [70_000, 300_000, 1_000_000, *range(1, 20)]
+        payloads = [",".join(map(str, range(size)))[:size] for size in sizes]  # not periodic
+        replies = await asyncio.gather(
+            *(client.request(distro.message({"uri": "/echo"}, p), timeout=10) for p in payloads)
+        )
+    assert [r.payload for r in replies] == payloads
+
+
+async def test_reads_allocate_for_what_arrived_not_for_the_most_a_read_could_take(
+    factory: distro.Factory,
+) -> None:
+    # Reading with plain recv(n) allocates n (asyncio's 256 KiB) for every read, however few
+    # bytes came; a request and its reply are one small read on each side.
+    async with serving(factory) as server, factory.client(port=server.address[1]) as client:
+        await client.request(distro.message({"uri": "/echo/warm"}), timeout=5)
+        tracemalloc.start()
+        try:
+            for i in range(50):
+                reply = await client.request(distro.message({"uri": f"/echo/w{i}"}), timeout=5)
+                assert reply.payload == f"w{i}"
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert peak < 128 * 1024, f"peak traced memory {peak} bytes"
 
 
 # -- addresses -------------------------------------------------------------------------------

@@ -4,6 +4,12 @@ Each accepted connection is a :class:`ServerProtocol`: bytes in, split by a
 :class:`~distro_core.framing.FrameDecoder`, each frame handed to the core with the connection's one
 :class:`TcpPeer` (the path replies take back). :class:`TcpListener` owns the listening socket and
 the connections: back-pressure (pause and resume reading on all of them) and a bounded close.
+
+Both sides read as ``asyncio.BufferedProtocol``: the transport does ``recv_into`` a bytearray
+allocated once, not ``recv(256 KiB)``, which allocates (and, past glibc's mmap threshold, maps and
+unmaps) 256 KiB for every read however few bytes arrived. A listener's connections share one
+read buffer: the event loop runs one read at a time and the decoder copies out what it keeps
+before the read returns, so a thousand idle connections cost no read buffers at all.
 """
 
 from __future__ import annotations
@@ -16,13 +22,16 @@ from .._exceptions import AddressInUse, ConnectionError, TransportError
 from .._transport import Listener, Peer, Receiver
 from ..framing import FrameDecoder, FrameTooLarge, FramingError
 
-__all__ = ["CLOSE_GRACE", "FLUSH_AT", "FrameWriter", "TcpListener", "where"]
+__all__ = ["CLOSE_GRACE", "FLUSH_AT", "READ_SIZE", "FrameWriter", "TcpListener", "where"]
 
 CLOSE_GRACE = 1.0
 """Seconds a closing connection may take to flush its writes before it is aborted."""
 
 FLUSH_AT = 65536
 """Bytes of frames queued within one loop iteration after which they are written at once."""
+
+READ_SIZE = 65536
+"""The most bytes one read takes from a socket (the size of the reused read buffer)."""
 
 _NL = b"\n"
 
@@ -33,8 +42,9 @@ def where(host: object, port: object) -> str:
     return f"[{text}]:{port}" if ":" in text else f"{text}:{port}"
 
 
-class FrameWriter(asyncio.Protocol):
-    """Writes frames to one connection; the base of both sides' protocols.
+class FrameWriter(asyncio.BufferedProtocol):
+    """Writes frames to one connection; the base of both sides' protocols, which read into a
+    reused buffer (``get_buffer`` and ``buffer_updated``).
 
     The first frame written in a loop iteration goes out at once as one ``write`` of a joined
     copy (for a few hundred bytes the copy is cheaper than a second ``write`` and its second
@@ -129,6 +139,7 @@ class ServerProtocol(FrameWriter):
         self._receiver = listener.receiver
         self._deliver = listener.receiver.frame_received
         self._decoder = FrameDecoder(listener.max_frame_size)
+        self._read_buffer = listener.read_buffer
         self._peer = TcpPeer(None, self)
         self._reading_paused = False
         self._held: deque[bytes] = deque()
@@ -149,9 +160,12 @@ class ServerProtocol(FrameWriter):
         if listener.paused:
             self.update_reading()
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._read_buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
         try:
-            frames = self._decoder.feed(data)
+            frames = self._decoder.feed(self._read_buffer[:nbytes])
         except FramingError as exc:
             self._take(exc.frames)
             reason = "too_large" if isinstance(exc, FrameTooLarge) else "invalid"
@@ -234,6 +248,8 @@ class TcpListener(Listener):
         self.receiver = receiver
         self.max_frame_size = max_frame_size
         self.loop = asyncio.get_running_loop()
+        # Shared by every connection's reads (see the module docstring).
+        self.read_buffer = memoryview(bytearray(READ_SIZE))
         self.connections: set[ServerProtocol] = set()
         self.paused = False
         self.closed = False

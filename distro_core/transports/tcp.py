@@ -3,7 +3,8 @@
 A client keeps one connection to its server and sends every message on it, in order; replies
 come back on the same connection. Frames are split by the pure
 :class:`~distro_core.framing.FrameDecoder`; this module and ``_tcp_server`` are the asyncio
-driver around it (``asyncio.Protocol``, not streams: a read costs one split and a loop).
+driver around it (``asyncio.BufferedProtocol``, not streams: a read goes into a buffer allocated
+once and costs one copy, one split and a loop).
 
 What a server does with a peer that misbehaves: a frame longer than ``max_frame_size`` (or that
 many bytes with no newline) is counted as dropped ``too_large`` and the connection is aborted;
@@ -39,7 +40,7 @@ from .._transport import (
     check_options,
 )
 from ..framing import DEFAULT_MAX_FRAME_SIZE, FrameDecoder, FramingError
-from ._tcp_server import CLOSE_GRACE, FrameWriter, TcpListener, where
+from ._tcp_server import CLOSE_GRACE, READ_SIZE, FrameWriter, TcpListener, where
 
 __all__ = ["TcpTransport"]
 
@@ -57,13 +58,17 @@ class _ClientProtocol(FrameWriter):
         self._connection = connection
         self._deliver = connection.receiver.frame_received
         self._decoder = FrameDecoder(connection.max_frame_size)
+        self._read_buffer = connection.read_buffer
         self._drain_waiters: deque[asyncio.Future[None]] = deque()
         self._error: BaseException | None = None
         self.notified = False
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._read_buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
         try:
-            frames = self._decoder.feed(data)
+            frames = self._decoder.feed(self._read_buffer[:nbytes])
         except FramingError as exc:
             for frame in exc.frames:
                 self._deliver(frame)
@@ -125,6 +130,8 @@ class _TcpConnection(Connection):
     ) -> None:
         self.receiver = receiver
         self.max_frame_size = options.max_frame_size
+        # One per client, kept across reconnections (reads never overlap; see _tcp_server).
+        self.read_buffer = memoryview(bytearray(READ_SIZE))
         self.where = where(host, port)
         self._host = host
         self._port = port
