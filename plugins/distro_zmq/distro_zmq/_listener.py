@@ -77,8 +77,11 @@ class ZmqListener(distro.Listener):
         self.endpoint = endpoint
         self._sock = sock
         self._recv = sock.recv
-        self._send = sock.send
+        # The backend's send, under pyzmq's Python wrapper (which only adds the draft-API
+        # routing_id and group arguments): 0.29 µs a frame instead of 0.66.
+        self._send = super(zmq.Socket, sock).send
         self._more = sock.getsockopt
+        self._draining = False
         self._receiver = receiver
         self._linger_ms = linger_ms
         self._ipc = endpoint.startswith("ipc://")
@@ -123,33 +126,35 @@ class ZmqListener(distro.Listener):
         :raises zmq.ZMQError: the socket failed (the pump handles it).
         """
         recv = self._recv
-        more = self._more
         peers = self._peers
         receiver = self._receiver
         pump = self._pump
-        for _ in range(BATCH):
-            if pump.paused or pump.closed:
-                return False
-            try:
-                identity = recv(_NOBLOCK)
-                # ZMTP has no empty message, so a routing id is always followed by a frame.
-                peer = peers.get(identity)
-                if peer is None:
+        self._draining = True
+        try:
+            for _ in range(BATCH):
+                if pump.paused or pump.closed:
+                    return False
+                try:
+                    identity = recv(_NOBLOCK)
+                    # ZMTP has no empty message, so a routing id is always followed by a
+                    # frame. Taken as a Frame, it carries its more-flag (read in C) and its
+                    # connection's metadata: getsockopt(RCVMORE) would cost 0.7 µs a frame.
                     frame = recv(_NOBLOCK, copy=False)
-                    peer = self._peer(identity, frame)
-                    data = frame.bytes
-                else:
-                    data = recv(_NOBLOCK)
-                if more(_RCVMORE):
+                except zmq.Again:
+                    return False
+                if frame.more:
                     self._drop_rest(identity)
                     continue
-            except zmq.Again:
-                return False
-            try:
-                receiver.frame_received(data, peer)
-            except Exception as exc:  # a fault in the core must not stop the server
-                receiver.frame_dropped("internal", f"receiver raised {exc!r}")
-        return True
+                peer = peers.get(identity)
+                if peer is None:
+                    peer = self._peer(identity, frame)
+                try:
+                    receiver.frame_received(frame.bytes, peer)
+                except Exception as exc:  # a fault in the core must not stop the server
+                    receiver.frame_dropped("internal", f"receiver raised {exc!r}")
+            return True
+        finally:
+            self._draining = False
 
     def _failed(self, error: distro.TransportError) -> None:
         """The socket broke (its context was terminated): nothing more will be read."""
@@ -203,8 +208,10 @@ class ZmqListener(distro.Listener):
             ) from exc
         except zmq.ZMQError as exc:
             raise wrap(exc, f"reply to peer {identity.hex()} on {self.endpoint}") from exc
-        # The send may have taken the socket's wake-up for frames that arrived meanwhile.
-        self._pump.poke()
+        if not self._draining:
+            # The send may have taken the socket's wake-up for frames that arrived meanwhile.
+            # Within a drain it does not matter: the drain reads on until EAGAIN (or pokes).
+            self._pump.poke()
 
 
 def _released(endpoint: str) -> bool:

@@ -165,8 +165,9 @@ class ZmqTransport(distro.Transport):
             sock.close(linger=0)
             raise wrap(exc, f"connecting to {endpoint}") from exc
         try:
+            opts = self.settings
             return ZmqConnection(
-                sock, receiver, endpoint, self.settings.send_timeout, self.settings.linger_ms
+                sock, receiver, endpoint, opts.send_timeout, opts.linger_ms, opts.hwm
             )
         except BaseException:
             sock.close(linger=0)
