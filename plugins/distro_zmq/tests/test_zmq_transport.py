@@ -4,6 +4,7 @@ the high-water mark and the message size limit."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import time
 from pathlib import Path
@@ -172,6 +173,40 @@ async def test_sends_to_nothing_listening_stop_at_the_high_water_mark() -> None:
     assert not isinstance(info.value, distro.ConnectionError)
 
 
+async def test_frames_held_at_the_high_water_mark_are_reported_when_closing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The frames of one loop iteration are written at its end; at the high-water mark the
+    # rest wait for room. Closing does not wait: what is still held is discarded, and logged.
+    client = distro.create("zmq").client(port=_free_port(), hwm=2, send_timeout=0.1, linger=0)
+    with caplog.at_level(logging.WARNING, logger="distro.zmq"):
+        async with client:
+            with pytest.raises(distro.TransportError, match="high-water mark"):
+                for _ in range(100):
+                    await client.send(distro.message({"uri": "/void", "verb": "POST"}))
+            started = time.monotonic()
+        assert time.monotonic() - started < 1
+    assert "discarded on close" in caplog.text
+
+
+async def test_a_burst_longer_than_the_send_batch_arrives_whole_and_in_order() -> None:
+    # No send in the burst suspends, so the server reads nothing until it ends: the client
+    # holds frames for the end of the iteration, writes them itself past its batch, and waits
+    # for room whenever ZeroMQ's queues are full.
+    factory = distro.create("zmq")
+    server = factory.server(hwm=100)
+    got = Recorder()
+    server.post("/burst", got)
+    count = 1500
+    async with server, factory.client(port=server.address[1], hwm=100) as client:
+        for i in range(count):
+            await client.send(distro.message({"uri": "/burst", "verb": "POST"}, i))
+        request = distro.message({"uri": "/burst", "verb": "POST"}, "last")
+        await client.request(request, timeout=5)
+        await got.wait_for(count + 1, timeout=10)
+    assert got.payloads == [*range(count), "last"]
+
+
 async def test_frames_sent_before_the_server_starts_are_delivered_once_it_does() -> None:
     factory = distro.create("zmq")
     port = _free_port()
@@ -292,6 +327,10 @@ async def test_a_terminated_context_fails_waiting_requests_and_stops_the_server(
         terminating = asyncio.ensure_future(asyncio.to_thread(context.term))
         with pytest.raises(distro.ConnectionError) as info:
             await asyncio.wait_for(pending, 5)
+        assert isinstance(info.value.__cause__, distro.TransportError)
+        # The failed socket is refused at once, naming what broke it; never a zmq error.
+        with pytest.raises(distro.ConnectionError, match="closed") as info:
+            await client.send(distro.message({"uri": "/ping", "verb": "POST"}))
         assert isinstance(info.value.__cause__, distro.TransportError)
         await wait_until(
             lambda: server.stats.dropped.get("socket_failed") == 1, what="the failure counted"
