@@ -128,6 +128,7 @@ class ZmqListener(distro.Listener):
         recv = self._recv
         peers = self._peers
         receiver = self._receiver
+        received = receiver.frame_received
         pump = self._pump
         self._draining = True
         try:
@@ -149,7 +150,7 @@ class ZmqListener(distro.Listener):
                 if peer is None:
                     peer = self._peer(identity, frame)
                 try:
-                    receiver.frame_received(frame.bytes, peer)
+                    received(frame.bytes, peer)
                 except Exception as exc:  # a fault in the core must not stop the server
                     receiver.frame_dropped("internal", f"receiver raised {exc!r}")
             return True
