@@ -3,8 +3,8 @@
 A stream has no message boundaries: one read may hold half a message, or fifty. The
 :class:`FrameDecoder` is fed whatever the socket gave (``feed(data)``) and returns the complete
 frames so far, keeping the partial remainder for the next feed; ``feed(b"")`` means end of
-stream. ``data`` may be a view into a read buffer that the driver reuses (``recv_into``): the
-decoder copies what it keeps and holds no reference to it.
+stream. A driver reading with ``recv_into`` into one reused buffer hands it over as it is
+(``feed_from(buffer, nbytes)``): the decoder copies out what it returns and what it keeps.
 
 A frame is one message's compact JSON, which never holds a raw newline byte (JSON escapes control
 characters inside strings, and no UTF-8 multi-byte sequence contains 0x0A), so a newline is a
@@ -40,6 +40,10 @@ DEFAULT_MAX_FRAME_SIZE = 1_048_576
 """The largest frame, in bytes and without its newline, a decoder accepts by default (1 MiB)."""
 
 _NL = b"\n"
+_NL_BYTE = 0x0A
+_MIN_CAPACITY = 1024  # the least room made for a partial frame
+_KEEP_CAPACITY = 65536  # room for partial frames kept from one frame to the next; more is freed
+_VIEW_AT = 4096  # chunks of frames this long are copied through a memoryview, shorter ones not
 
 
 class FramingError(MessageError):
@@ -85,24 +89,31 @@ class TruncatedFrame(FramingError):
 class FrameDecoder:
     """Splits a byte stream into newline-delimited frames.
 
-    Feed it each chunk read from the stream; each call returns the frames that chunk completed
-    (``bytes`` without the newline, possibly empty for blank lines), in order. A chunk is split
-    once (``bytes.split``); a partial frame waits in a ``bytearray`` that grows in place, so a
-    frame fed one byte at a time still costs linear time. The frames are new ``bytes`` objects,
-    never views into what was fed, so a chunk may come from a buffer that is overwritten by the
-    next read.
+    Feed it each chunk read from the stream (:meth:`feed`, or :meth:`feed_from` for a read buffer
+    the driver reuses); each call returns the frames that chunk completed (``bytes`` without the
+    newline, possibly empty for blank lines), in order. The frames are new ``bytes`` objects,
+    never views into what was fed, and the decoder keeps no reference to it: the next read may
+    overwrite it at once.
+
+    Newlines are found with ``find``/``rfind`` (``memchr``), so the middle of a long frame is not
+    scanned byte by byte, and a chunk of many frames is split once (``bytes.split``). A partial
+    frame waits in a ``bytearray`` whose capacity at least doubles when it grows (``+=`` would
+    reallocate to the exact size each time, copying a long frame over and over), so a frame costs
+    linear time however it is cut, even one byte at a time. The capacity is kept while long
+    frames follow one another and let go past 64 KiB once a chunk starts with no partial frame.
 
     :param max_frame_size: the longest frame accepted, in bytes without the newline.
     :raises ValueError: ``max_frame_size`` is not a positive integer.
     """
 
-    __slots__ = ("_buffer", "_done", "_limit")
+    __slots__ = ("_buffer", "_done", "_held", "_limit")
 
     def __init__(self, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> None:
         if type(max_frame_size) is not int or max_frame_size < 1:
             raise ValueError(f"max_frame_size must be a positive integer, got {max_frame_size!r}")
         self._limit = max_frame_size
-        self._buffer = bytearray()
+        self._buffer = bytearray()  # its first ``_held`` bytes are the partial frame
+        self._held = 0
         self._done = False  # end of stream seen, or an error raised
 
     @property
@@ -113,67 +124,124 @@ class FrameDecoder:
     @property
     def buffered(self) -> int:
         """Bytes of a partial frame held until its newline arrives (never above the limit)."""
-        return len(self._buffer)
+        return self._held
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[bytes]:
         """Take the next chunk of the stream; an empty one (``b""``) means the stream ended.
 
-        :param data: bytes as read from the stream, any length: ``bytes``, or a ``bytearray`` or
-            contiguous byte ``memoryview`` (such as a slice of a reused read buffer), which is
-            copied before this returns and may be overwritten afterwards.
+        :param data: bytes as read from the stream, any length: ``bytes``, ``bytearray`` or a
+            contiguous byte ``memoryview``; the caller may change it once this returns.
         :returns: the frames completed by this chunk, in order (often empty).
         :raises FrameTooLarge: a frame, or the partial frame held, passed ``max_frame_size``;
             ``exc.frames`` holds the whole frames before it.
         :raises TruncatedFrame: the stream ended (``b""``) with a partial frame held.
         :raises FramingError: data was fed after the end of stream or after an error.
         """
-        if self._done:
-            if data:
-                raise FramingError("the frame decoder already saw the end of the stream or failed")
-            return []
-        if not data:
-            return self._end()
-        if type(data) is not bytes:
-            # One copy of just what was read: bytes.split is then the fast path, and neither
-            # frames nor the held remainder can alias the caller's buffer.
-            data = bytes(data)
+        if type(data) is memoryview:
+            data = data.tobytes()  # a view has no find(); bytes and bytearray are used as they are
+        return self.feed_from(data, len(data))
+
+    def feed_from(self, buffer: bytes | bytearray, nbytes: int) -> list[bytes]:
+        """Take ``buffer[:nbytes]`` as the next chunk, without copying it first; ``nbytes == 0``
+        means the stream ended. Made for ``recv_into`` and ``asyncio.BufferedProtocol``: the same
+        buffer may be read into again as soon as this returns.
+
+        :param buffer: the read buffer.
+        :param nbytes: how many bytes at its start were just read.
+        :returns: the frames completed by this chunk, in order (often empty).
+        :raises ValueError: ``nbytes`` is negative or more than ``len(buffer)``.
+        :raises FrameTooLarge: as :meth:`feed`.
+        :raises TruncatedFrame: as :meth:`feed`.
+        :raises FramingError: as :meth:`feed`.
+        """
+        if self._done or not 0 < nbytes <= len(buffer):
+            return self._edge(buffer, nbytes)
         limit = self._limit
-        frames = data.split(_NL)
-        buffer = self._buffer
-        if buffer:
-            size = len(buffer) + len(frames[0])
+        held = self._held
+        if buffer[nbytes - 1] == _NL_BYTE:  # a read ending with a frame: the common case
+            last = nbytes - 1
+        else:
+            last = buffer.rfind(_NL, 0, nbytes)
+            if last < 0:
+                size = held + nbytes
+                if size > limit:
+                    self._fail(size, [])
+                self._hold(memoryview(buffer)[:nbytes])
+                return []
+        frames: list[bytes]
+        if not held:
+            if len(self._buffer) > _KEEP_CAPACITY:
+                self._buffer = bytearray()  # long frames have stopped coming for now
+            # One copy of the whole frames, one split (a single frame is not copied again);
+            # below a few KiB a second copy costs less than making a memoryview.
+            if last < _VIEW_AT:
+                frames = bytes(buffer[:last]).split(_NL)
+            else:
+                frames = memoryview(buffer)[:last].tobytes().split(_NL)
+        else:
+            # Only the head of the first frame is scanned for its newline (memchr), not the
+            # many bytes held before it.
+            first = buffer.find(_NL, 0, last + 1)
+            size = held + first
             if size > limit:
                 self._fail(size, [])
-            if len(frames) == 1:
-                buffer += data
-                return []
-            frames[0] = b"".join((buffer, frames[0]))
-            buffer.clear()
-        rest = frames.pop()
+            view = memoryview(buffer)
+            frames = [b"".join((memoryview(self._buffer)[:held], view[:first]))]
+            self._held = 0
+            if first < last:
+                frames += view[first + 1 : last].tobytes().split(_NL)
+        rest = nbytes - last - 1
         # A chunk no longer than the limit cannot hold a frame over it: skip the per-frame
         # check on the hot path (the tcp driver reads 64 KiB at most, the default limit 1 MiB).
-        if len(data) > limit:
+        if nbytes > limit:
             for index, frame in enumerate(frames):
                 if len(frame) > limit:
                     self._fail(len(frame), frames[:index])
-            if len(rest) > limit:
-                self._fail(len(rest), frames)
+            if rest > limit:
+                self._fail(rest, frames)
         if rest:
-            buffer += rest
+            self._hold(memoryview(buffer)[last + 1 : nbytes])
         return frames
+
+    def _edge(self, buffer: bytes | bytearray, nbytes: int) -> list[bytes]:
+        """:meth:`feed_from` off its hot path: a bad ``nbytes``, the end, or data after it."""
+        if not 0 <= nbytes <= len(buffer):
+            raise ValueError(f"nbytes must be 0..{len(buffer)} (the buffer's size), got {nbytes}")
+        if self._done:
+            if nbytes:
+                raise FramingError("the frame decoder already saw the end of the stream or failed")
+            return []
+        return self._end()
+
+    def _hold(self, data: memoryview) -> None:
+        """Append ``data`` to the partial frame; the caller checked the limit."""
+        buffer = self._buffer
+        start = self._held
+        end = start + len(data)
+        if end > len(buffer):
+            # Never past the limit: the held bytes (end) are within it already.
+            grown = bytearray(min(max(end, 2 * len(buffer), _MIN_CAPACITY), self._limit))
+            grown[:start] = memoryview(buffer)[:start]
+            self._buffer = buffer = grown
+        buffer[start:end] = data
+        self._held = end
 
     def _end(self) -> list[bytes]:
         self._done = True
-        if self._buffer:
-            size = len(self._buffer)
-            self._buffer = bytearray()
+        if self._held:
+            size = self._held
+            self._drop()
             raise TruncatedFrame(size)
         return []
 
     def _fail(self, size: int, frames: list[bytes]) -> NoReturn:
         self._done = True
-        self._buffer = bytearray()
+        self._drop()
         raise FrameTooLarge(size, self._limit, frames)
+
+    def _drop(self) -> None:
+        self._buffer = bytearray()
+        self._held = 0
 
 
 def encode_frame(data: bytes) -> bytes:

@@ -84,34 +84,75 @@ def test_frames_are_bytes() -> None:
     assert type(frame) is bytes and frame == b"abc"
 
 
-# -- a reused read buffer --------------------------------------------------------------------
+# -- a reused read buffer (feed_from) --------------------------------------------------------
 
 
-def feed_through_buffer(decoder: FrameDecoder, chunks: list[bytes]) -> list[bytes]:
-    """Feed each chunk as a view of one read buffer, overwritten after every feed, as a driver
-    reading with ``recv_into`` does."""
-    buffer = bytearray(max((len(c) for c in chunks), default=0) + 8)
-    view = memoryview(buffer)
+def feed_through_buffer(decoder: FrameDecoder, chunks: list[bytes], size: int = 64) -> list[bytes]:
+    """Feed the chunks through one read buffer of ``size`` bytes with ``feed_from``, scribbling
+    over it after every call, as a driver reading with ``recv_into`` does (a chunk longer than
+    the buffer is several reads). A FramingError's ``frames`` become all the frames before it."""
+    buffer = bytearray(size)
     frames: list[bytes] = []
     for chunk in chunks:
-        if not chunk:
-            continue
-        view[: len(chunk)] = chunk
-        frames.extend(decoder.feed(view[: len(chunk)]))
-        view[:] = b"\n" * len(buffer)  # what the next read would leave there
+        for start in range(0, len(chunk), size):
+            piece = chunk[start : start + size]
+            buffer[: len(piece)] = piece
+            try:
+                frames.extend(decoder.feed_from(buffer, len(piece)))
+            except FramingError as exc:
+                exc.frames = frames + exc.frames
+                raise
+            buffer[:] = b"\n" * size  # what the next read would leave there
     return frames
 
 
-@given(st.lists(frame_bodies, max_size=30), st.lists(st.integers(min_value=0), max_size=40))
-def test_views_of_a_reused_buffer_decode_to_copies_of_the_frames(
-    frames: list[bytes], cuts: list[int]
+@given(
+    st.lists(frame_bodies, max_size=30),
+    st.lists(st.integers(min_value=0), max_size=40),
+    st.integers(min_value=1, max_value=100),
+)
+def test_a_reused_read_buffer_gives_copies_of_the_frames(
+    frames: list[bytes], cuts: list[int], size: int
 ) -> None:
     stream = b"".join(encode_frame(f) for f in frames)
     decoder = FrameDecoder()
-    got = feed_through_buffer(decoder, split_at(stream, cuts))
-    assert got == frames  # intact although the buffer was overwritten after each feed
+    got = feed_through_buffer(decoder, split_at(stream, cuts), size)
+    assert got == frames  # intact although the buffer was overwritten after each read
     assert all(type(frame) is bytes for frame in got)
-    assert decoder.feed(memoryview(b"")) == []  # an empty view is the end of the stream too
+    assert decoder.feed_from(bytearray(8), 0) == []  # nbytes 0 is the end of the stream
+
+
+@settings(max_examples=500)
+@given(
+    st.lists(st.binary(max_size=120), max_size=20),
+    st.integers(min_value=1, max_value=100),
+    st.integers(min_value=1, max_value=150),
+)
+def test_a_reused_read_buffer_decodes_exactly_what_the_stream_holds(
+    chunks: list[bytes], limit: int, size: int
+) -> None:
+    """The whole specification against a model: the stream's complete lines in order, up to
+    the first line over the limit (FrameTooLarge), then a partial last line (TruncatedFrame)."""
+    stream = b"".join(chunks)
+    *lines, tail = stream.split(b"\n")
+    too_long = next((i for i, line in enumerate([*lines, tail]) if len(line) > limit), None)
+    decoder = FrameDecoder(max_frame_size=limit)
+    got: list[bytes] = []
+    try:
+        got = feed_through_buffer(decoder, chunks, size)
+        decoder.feed_from(bytearray(1), 0)
+    except FrameTooLarge as exc:
+        assert too_long is not None
+        assert limit < exc.size <= len([*lines, tail][too_long])
+        assert exc.frames == lines[:too_long]
+    except TruncatedFrame as exc:
+        assert too_long is None
+        assert (got, exc.size) == (lines, len(tail))
+    else:
+        assert too_long is None
+        assert not tail
+        assert got == lines
+    assert decoder.buffered == 0  # an error or the end lets go of what was held
 
 
 @settings(max_examples=300)
@@ -150,6 +191,39 @@ def test_a_partial_frame_is_copied_out_of_the_fed_buffer() -> None:
     assert decoder.feed(memoryview(buffer)) == [b'{"a":1}']
     buffer[:] = b"XXXXXXXXXXXX"
     assert decoder.feed(bytearray(b":2}\n")) == [b'{"b":2}']
+
+
+def test_long_frames_through_a_small_read_buffer_between_short_ones() -> None:
+    long = bytes(range(256)).replace(b"\n", b"") * 1200  # 306,000 bytes, not one newline
+    frames = [b"a", long, b"b", long[:70_000], long, b""]
+    stream = b"".join(encode_frame(f) for f in frames)
+    decoder = FrameDecoder()
+    assert feed_through_buffer(decoder, [stream], size=65536) == frames
+    assert feed_through_buffer(FrameDecoder(), [stream[:7], stream[7:]], size=1000) == frames
+
+
+@pytest.mark.parametrize("size", [1, 10, 11, 4096])
+def test_feed_from_enforces_the_limit_exactly(size: int) -> None:
+    exact = b"x" * 10
+    assert feed_through_buffer(FrameDecoder(10), [exact + b"\n"], size) == [exact]
+    with pytest.raises(FrameTooLarge) as info:
+        feed_through_buffer(FrameDecoder(10), [b"ok\n" + exact + b"y\n"], size)
+    assert info.value.size == 11
+    assert info.value.frames == [b"ok"]
+
+
+@pytest.mark.parametrize("nbytes", [-1, 9])
+def test_feed_from_refuses_a_count_outside_the_buffer(nbytes: int) -> None:
+    with pytest.raises(ValueError, match="nbytes"):
+        FrameDecoder().feed_from(bytearray(8), nbytes)
+
+
+def test_feed_from_after_the_end_is_an_error() -> None:
+    decoder = FrameDecoder()
+    assert decoder.feed_from(bytearray(b"a\n"), 2) == [b"a"]
+    assert decoder.feed_from(bytearray(b"a\n"), 0) == []
+    with pytest.raises(FramingError, match="end of the stream"):
+        decoder.feed_from(bytearray(b"a\n"), 2)
 
 
 # -- end of stream ---------------------------------------------------------------------------

@@ -160,12 +160,12 @@ class ServerProtocol(FrameWriter):
         if listener.paused:
             self.update_reading()
 
-    def get_buffer(self, sizehint: int) -> memoryview:
+    def get_buffer(self, sizehint: int) -> bytearray:
         return self._read_buffer
 
     def buffer_updated(self, nbytes: int) -> None:
         try:
-            frames = self._decoder.feed(self._read_buffer[:nbytes])
+            frames = self._decoder.feed_from(self._read_buffer, nbytes)
         except FramingError as exc:
             self._take(exc.frames)
             reason = "too_large" if isinstance(exc, FrameTooLarge) else "invalid"
@@ -249,7 +249,7 @@ class TcpListener(Listener):
         self.max_frame_size = max_frame_size
         self.loop = asyncio.get_running_loop()
         # Shared by every connection's reads (see the module docstring).
-        self.read_buffer = memoryview(bytearray(READ_SIZE))
+        self.read_buffer = bytearray(READ_SIZE)
         self.connections: set[ServerProtocol] = set()
         self.paused = False
         self.closed = False

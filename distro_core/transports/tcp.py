@@ -63,12 +63,12 @@ class _ClientProtocol(FrameWriter):
         self._error: BaseException | None = None
         self.notified = False
 
-    def get_buffer(self, sizehint: int) -> memoryview:
+    def get_buffer(self, sizehint: int) -> bytearray:
         return self._read_buffer
 
     def buffer_updated(self, nbytes: int) -> None:
         try:
-            frames = self._decoder.feed(self._read_buffer[:nbytes])
+            frames = self._decoder.feed_from(self._read_buffer, nbytes)
         except FramingError as exc:
             for frame in exc.frames:
                 self._deliver(frame)
@@ -131,7 +131,7 @@ class _TcpConnection(Connection):
         self.receiver = receiver
         self.max_frame_size = options.max_frame_size
         # One per client, kept across reconnections (reads never overlap; see _tcp_server).
-        self.read_buffer = memoryview(bytearray(READ_SIZE))
+        self.read_buffer = bytearray(READ_SIZE)
         self.where = where(host, port)
         self._host = host
         self._port = port
