@@ -120,8 +120,12 @@ class ZmqConnection(distro.Connection):
             pump.poke()
             return
         except zmq.ZMQError as exc:
-            out.clear()
+            del out[:done]
             pump.fail(exc)
+            if pump.closed:
+                out.clear()
+            else:  # interrupted by a signal (the pump took it so): nothing is lost, go on
+                self._loop.call_soon(self._flush)
             return
         out.clear()
         self._flush_due = False
