@@ -594,3 +594,24 @@ def test_bad_options_are_refused(
 async def test_a_client_without_a_port_is_a_value_error(factory: distro.Factory) -> None:
     with pytest.raises(ValueError, match="port"):
         await factory.client().open()
+
+
+async def test_clients_on_one_loop_share_a_read_buffer_without_mixing_replies() -> None:
+    """Replies larger than one read, to two clients at once, each arrive whole and intact."""
+    factory = distro.create("tcp")
+    server = factory.server(port=0)
+    server.get("/blob/{who}/{n}", lambda m: m.params["who"] * (40_000 + int(m.params["n"])))
+    async with server:
+        host, port = server.address
+        async with (
+            factory.client(address=host, port=port) as first,
+            factory.client(address=host, port=port) as second,
+        ):
+            requests = [
+                client.request(distro.message({"uri": f"/blob/{who}/{n}"}), timeout=10)
+                for n in range(12)
+                for who, client in (("a", first), ("b", second))
+            ]
+            replies = await asyncio.gather(*requests)
+    expected = [who * (40_000 + n) for n in range(12) for who in ("a", "b")]
+    assert [reply.payload for reply in replies] == expected
