@@ -3,7 +3,8 @@
 
     python3 dev.py example [TRANSPORT]   run the orders -> customers example (udp4 by default)
     python3 dev.py test [PYTEST ARGS]    install everything into .venv and run the whole suite
-                                         (pytest over the core and both plugins, ruff, mypy)
+                                         (pytest over the core and both plugins, then ruff check,
+                                         ruff format --check and mypy --strict)
     python3 dev.py bench                 run the benchmark tables (see docs/benchmarks.md)
 
 It makes ./.venv, installs distro-core and the plugins into it (editable) with their test
@@ -72,9 +73,13 @@ def main(argv: list[str]) -> int:
         if not rest:
             # The full suite also holds the code to its lint and type standards.
             packages = ["distro_core", *(str(p / p.name) for p in PLUGINS)]
-            env_ok &= (
-                run(PY, "-m", "ruff", "check", "distro_core", "plugins", "tests", check=False) == 0
-            )
+            sources = [
+                name
+                for name in ("distro_core", "plugins", "tests", "examples", "bench", "dev.py")
+                if (ROOT / name).exists()
+            ]
+            env_ok &= run(PY, "-m", "ruff", "check", *sources, check=False) == 0
+            env_ok &= run(PY, "-m", "ruff", "format", "--check", *sources, check=False) == 0
             env_ok &= run(PY, "-m", "mypy", *packages, check=False) == 0
         return code if code else (0 if env_ok else 1)
     if command == "bench":
