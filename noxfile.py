@@ -52,8 +52,9 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def tests_no_orjson(session: nox.Session) -> None:
-    """The core suite with the standard library's json (distro-core without its [fast] extra)."""
-    session.install("-e", ".[test]")
+    """The suite with the standard library's json (distro-core without its [fast] extra); the
+    plugins are installed too, since the docs and example tests run over them."""
+    session.install("-e", ".[test]", *_editable_plugins("[test]"), "-e", EXAMPLE_PLUGIN)
     session.run("pip", "uninstall", "--yes", "orjson")
     session.run(
         "python",
