@@ -75,7 +75,15 @@ def main(argv: list[str]) -> int:
             packages = ["distro_core", *(str(p / p.name) for p in PLUGINS)]
             sources = [
                 name
-                for name in ("distro_core", "plugins", "tests", "examples", "bench", "dev.py")
+                for name in (
+                    "distro_core",
+                    "plugins",
+                    "tests",
+                    "examples",
+                    "bench",
+                    "dev.py",
+                    "noxfile.py",
+                )
                 if (ROOT / name).exists()
             ]
             env_ok &= run(PY, "-m", "ruff", "check", *sources, check=False) == 0
