@@ -315,6 +315,55 @@ def expire(future: asyncio.Future[Any]) -> None:
         future.set_exception(TimeoutError())
 
 
+class RawRequests:
+    """A raw client's requests, done as a correct client does them (and as distro's does): a
+    future per request id in ``pending`` (the receive side resolves it), a 1 s time-out timer,
+    the time-outs counted.
+
+    :param send: sends one encoded request.
+    :param awaits: ``send`` returns an awaitable to wait for (zmq, redis).
+    """
+
+    def __init__(
+        self,
+        pending: dict[str, asyncio.Future[Any]],
+        uri: str,
+        reply_to: str,
+        send: Callable[[bytes], Any],
+        *,
+        awaits: bool = False,
+    ) -> None:
+        self.pending = pending
+        self.uri = uri
+        self.reply_to = reply_to
+        self.send = send
+        self.awaits = awaits
+        self.timeouts = 0
+        self.loop = asyncio.get_running_loop()
+
+    async def request(self, seq: int) -> None:
+        """Send request ``seq`` and wait for its reply or its time-out."""
+        id, data = raw_request(self.uri, seq, self.reply_to)
+        future = self.loop.create_future()
+        self.pending[id] = future
+        timer = self.loop.call_later(1.0, expire, future)
+        try:
+            if self.awaits:
+                await self.send(data)
+            else:
+                self.send(data)
+            await future
+        except TimeoutError:
+            self.timeouts += 1
+        finally:
+            timer.cancel()
+            self.pending.pop(id, None)
+
+    async def run(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The request/reply phases of a scenario (see :func:`rr_phases`)."""
+        return await rr_phases(self.request, params, lambda: self.timeouts)
+
+
 def percentile(sorted_values: list[float], q: float) -> float:
     """The ``q`` quantile (0..1) of already sorted values, nearest rank."""
     if not sorted_values:

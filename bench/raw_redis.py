@@ -18,13 +18,11 @@ from harness import (
     REDIS_PORT,
     Counter,
     Paced,
+    RawRequests,
     Shared,
-    expire,
     raw_message,
     raw_reply,
-    raw_request,
     receiver_report,
-    rr_phases,
     unique_uri,
     wait_done,
     wait_stop,
@@ -136,7 +134,6 @@ def echo_server(params: dict[str, Any], shared: Shared, results: Any) -> None:
 
 def client(params: dict[str, Any], address: Any, shared: Shared, results: Any) -> None:
     async def main() -> dict[str, Any]:
-        loop = asyncio.get_running_loop()
         conn = _client()
         reply_channel = unique_uri("reply")
         pubsub = await _subscribe(conn, reply_channel)
@@ -151,25 +148,11 @@ def client(params: dict[str, Any], address: Any, shared: Shared, results: Any) -
         reader = asyncio.create_task(_listen(pubsub, on_data))
         channel = uri = params["uri"]
         publish = conn.publish
-        timeouts = 0
-
-        async def request(seq: int) -> None:
-            nonlocal timeouts
-            id, data = raw_request(uri, seq, reply_channel)
-            future = loop.create_future()
-            pending[id] = future
-            timer = loop.call_later(1.0, expire, future)
-            try:
-                await publish(channel, data)
-                await future
-            except TimeoutError:
-                timeouts += 1
-            finally:
-                timer.cancel()
-                pending.pop(id, None)
-
+        requests = RawRequests(
+            pending, uri, reply_channel, lambda data: publish(channel, data), awaits=True
+        )
         try:
-            return await rr_phases(request, params, lambda: timeouts)
+            return await requests.run(params)
         finally:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -18,13 +18,11 @@ import orjson
 from harness import (
     Counter,
     Paced,
+    RawRequests,
     Shared,
-    expire,
     raw_message,
     raw_reply,
-    raw_request,
     receiver_report,
-    rr_phases,
     wait_done,
     wait_stop,
 )
@@ -151,25 +149,9 @@ def client(params: dict[str, Any], address: Any, shared: Shared, results: Any) -
         transport, _ = await loop.create_connection(lambda: _Lines(on_line), address[0], address[1])
         uri = params["uri"]
         write = transport.write
-        timeouts = 0
-
-        async def request(seq: int) -> None:
-            nonlocal timeouts
-            id, data = raw_request(uri, seq, "tcp")
-            future = loop.create_future()
-            pending[id] = future
-            timer = loop.call_later(1.0, expire, future)
-            try:
-                write(data + NL)
-                await future
-            except TimeoutError:
-                timeouts += 1
-            finally:
-                timer.cancel()
-                pending.pop(id, None)
-
+        requests = RawRequests(pending, uri, "tcp", lambda data: write(data + NL))
         try:
-            return await rr_phases(request, params, lambda: timeouts)
+            return await requests.run(params)
         finally:
             transport.close()
 

@@ -17,13 +17,11 @@ import orjson
 from harness import (
     Counter,
     Paced,
+    RawRequests,
     Shared,
-    expire,
     raw_message,
     raw_reply,
-    raw_request,
     receiver_report,
-    rr_phases,
     wait_done,
     wait_stop,
 )
@@ -138,25 +136,9 @@ def client(params: dict[str, Any], address: Any, shared: Shared, results: Any) -
         uri = params["uri"]
         pending = proto.pending
         sendto = transport.sendto
-        timeouts = 0
-
-        async def request(seq: int) -> None:
-            nonlocal timeouts
-            id, data = raw_request(uri, seq, "udp")
-            future = loop.create_future()
-            pending[id] = future
-            timer = loop.call_later(1.0, expire, future)
-            try:
-                sendto(data)
-                await future
-            except TimeoutError:
-                timeouts += 1
-            finally:
-                timer.cancel()
-                pending.pop(id, None)
-
+        requests = RawRequests(pending, uri, "udp", sendto)
         try:
-            return await rr_phases(request, params, lambda: timeouts)
+            return await requests.run(params)
         finally:
             transport.close()
 
@@ -275,25 +257,9 @@ def tuned_client(params: dict[str, Any], address: Any, shared: Shared, results: 
         loop.add_reader(sock.fileno(), _drain(sock, on_datagram))
         uri = params["uri"]
         send = sock.send
-        timeouts = 0
-
-        async def request(seq: int) -> None:
-            nonlocal timeouts
-            id, data = raw_request(uri, seq, "udp")
-            future = loop.create_future()
-            pending[id] = future
-            timer = loop.call_later(1.0, expire, future)
-            try:
-                send(data)
-                await future
-            except TimeoutError:
-                timeouts += 1
-            finally:
-                timer.cancel()
-                pending.pop(id, None)
-
+        requests = RawRequests(pending, uri, "udp", send)
         try:
-            return await rr_phases(request, params, lambda: timeouts)
+            return await requests.run(params)
         finally:
             loop.remove_reader(sock.fileno())
             sock.close()

@@ -20,13 +20,11 @@ import zmq.asyncio
 from harness import (
     Counter,
     Paced,
+    RawRequests,
     Shared,
-    expire,
     raw_message,
     raw_reply,
-    raw_request,
     receiver_report,
-    rr_phases,
     wait_done,
     wait_stop,
 )
@@ -144,7 +142,6 @@ def echo_server(params: dict[str, Any], shared: Shared, results: Any) -> None:
 
 def client(params: dict[str, Any], address: Any, shared: Shared, results: Any) -> None:
     async def main() -> dict[str, Any]:
-        loop = asyncio.get_running_loop()
         ctx = zmq.asyncio.Context()
         sock = _dealer(ctx, address)
         pending: dict[str, asyncio.Future[Any]] = {}
@@ -168,25 +165,9 @@ def client(params: dict[str, Any], address: Any, shared: Shared, results: Any) -
         reader = asyncio.create_task(read())
         uri = params["uri"]
         send = sock.send  # the asyncio socket's, for the reason given in echo_server
-        timeouts = 0
-
-        async def request(seq: int) -> None:
-            nonlocal timeouts
-            id, data = raw_request(uri, seq, "zmq")
-            future = loop.create_future()
-            pending[id] = future
-            timer = loop.call_later(1.0, expire, future)
-            try:
-                await send(data, NOBLOCK)
-                await future
-            except TimeoutError:
-                timeouts += 1
-            finally:
-                timer.cancel()
-                pending.pop(id, None)
-
+        requests = RawRequests(pending, uri, "zmq", lambda data: send(data, NOBLOCK), awaits=True)
         try:
-            return await rr_phases(request, params, lambda: timeouts)
+            return await requests.run(params)
         finally:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
