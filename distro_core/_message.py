@@ -68,10 +68,6 @@ class Message:
     def __repr__(self) -> str:
         return f"Message(id={self.id!r}, headers={self.headers!r}, payload={self.payload!r})"
 
-    def with_params(self, params: dict[str, str]) -> Message:
-        """Return this message carrying ``params`` (same id, headers, payload and encoding)."""
-        return Message(self.id, self.headers, self.payload, params, self._raw)
-
 
 _set_id, _set_headers, _set_payload, _set_params, _set_raw = (
     Message.__dict__[name].__set__ for name in ("id", "headers", "payload", "params", "_raw")
@@ -149,7 +145,23 @@ def _describe(value: Any, where: str, on_path: set[int]) -> str | None:
 
 
 def _check_headers(headers: Any, where: str = "headers") -> dict[str, Any]:
-    if not isinstance(headers, dict):
+    """Return ``headers`` checked (verb upper-cased), or raise MessageError saying what is wrong.
+
+    Every message made or parsed comes through here, so the common case (a uri, an upper-case
+    verb or none, no acknowledgement address) is decided first, in one expression.
+    """
+    if type(headers) is dict:
+        uri = headers.get("uri")
+        verb = headers.get("verb")
+        if (
+            type(uri) is str
+            and uri
+            and (verb is None or (type(verb) is str and verb in VERBS))
+            and "port" not in headers
+            and "address" not in headers
+        ):
+            return headers
+    elif not isinstance(headers, dict):
         raise MessageError(f"{where} must be an object, got {type(headers).__name__}")
     uri = headers.get("uri")
     if type(uri) is not str or not uri:
@@ -194,16 +206,7 @@ def message(headers: Mapping[str, Any], payload: Any = None, *, id: str | None =
         if not isinstance(headers, Mapping):
             raise MessageError(f"headers must be a mapping, got {type(headers).__name__}")
         headers = dict(headers)
-    uri = headers.get("uri")
-    verb = headers.get("verb")
-    if (
-        type(uri) is not str
-        or not uri
-        or (verb is not None and (type(verb) is not str or verb not in VERBS))
-        or "port" in headers
-        or "address" in headers
-    ):
-        headers = _check_headers(headers)
+    headers = _check_headers(headers)
     try:
         # The decoded copy becomes the message's own headers and payload: it proves the round
         # trip and detaches the message from objects the caller may mutate later.
@@ -248,23 +251,10 @@ def parse_parts(data: bytes | bytearray | memoryview | str) -> tuple[str, dict[s
     headers = obj.get("headers")
     if headers is None and "headers" not in obj:
         raise MessageError(f"message {id} has no 'headers'")
-    # The common case (a uri, an upper-case verb or none, no acknowledgement address) is checked
-    # inline; anything else goes through the full check, which also explains what is wrong.
-    if (
-        type(headers) is not dict
-        or type(headers.get("uri")) is not str
-        or not headers["uri"]
-        or (
-            headers.get("verb") is not None
-            and (type(headers["verb"]) is not str or headers["verb"] not in VERBS)
-        )
-        or "port" in headers
-        or "address" in headers
-    ):
-        try:
-            headers = _check_headers(headers)
-        except MessageError as exc:
-            raise MessageError(f"message {id}: {exc}") from None
+    try:
+        headers = _check_headers(headers)
+    except MessageError as exc:
+        raise MessageError(f"message {id}: {exc}") from None
     return id, headers, obj.get("payload")
 
 

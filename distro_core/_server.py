@@ -371,12 +371,6 @@ class Server:
             return
         self._finish(msg, route, peer, value, error)
 
-    def _call(self, entry: _Entry, msg: Message) -> tuple[Any, str | None]:
-        try:
-            return entry.fn(msg), None
-        except Exception as exc:
-            return None, self._handler_failed(entry, msg, exc)
-
     def _handler_failed(self, entry: _Entry, msg: Message, exc: Exception) -> str:
         self.stats.handler_errors += 1
         self._logger.log(

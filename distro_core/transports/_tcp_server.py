@@ -7,22 +7,32 @@ the connections: back-pressure (pause and resume reading on all of them) and a b
 
 Both sides read as ``asyncio.BufferedProtocol``: the transport does ``recv_into`` a bytearray
 allocated once, not ``recv(256 KiB)``, which allocates (and, past glibc's mmap threshold, maps and
-unmaps) 256 KiB for every read however few bytes arrived. A listener's connections share one
-read buffer: the event loop runs one read at a time and the decoder copies out what it keeps
-before the read returns, so a thousand idle connections cost no read buffers at all.
+unmaps) 256 KiB for every read however few bytes arrived. Every tcp connection on one event loop,
+server side and client side, shares one read buffer (:func:`loop_read_buffer`): the loop runs
+one read at a time and the decoder copies out what it keeps before the read returns, so a
+thousand idle connections cost no read buffers at all.
 """
 
 from __future__ import annotations
 
 import asyncio
 import errno
+import weakref
 from collections import deque
 
 from .._exceptions import AddressInUse, ConnectionError, TransportError
 from .._transport import Listener, Peer, Receiver
 from ..framing import FrameDecoder, FrameTooLarge, FramingError
 
-__all__ = ["CLOSE_GRACE", "FLUSH_AT", "READ_SIZE", "FrameWriter", "TcpListener", "where"]
+__all__ = [
+    "CLOSE_GRACE",
+    "FLUSH_AT",
+    "READ_SIZE",
+    "FrameWriter",
+    "TcpListener",
+    "loop_read_buffer",
+    "where",
+]
 
 CLOSE_GRACE = 1.0
 """Seconds a closing connection may take to flush its writes before it is aborted."""
@@ -32,6 +42,20 @@ FLUSH_AT = 65536
 
 READ_SIZE = 65536
 """The most bytes one read takes from a socket (the size of the reused read buffer)."""
+
+
+_READ_BUFFERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, bytearray] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def loop_read_buffer(loop: asyncio.AbstractEventLoop) -> bytearray:
+    """The read buffer every tcp connection of ``loop`` reads into; it goes when the loop goes."""
+    buffer = _READ_BUFFERS.get(loop)
+    if buffer is None:
+        buffer = _READ_BUFFERS[loop] = bytearray(READ_SIZE)
+    return buffer
+
 
 _NL = b"\n"
 
@@ -249,7 +273,7 @@ class TcpListener(Listener):
         self.max_frame_size = max_frame_size
         self.loop = asyncio.get_running_loop()
         # Shared by every connection's reads (see the module docstring).
-        self.read_buffer = bytearray(READ_SIZE)
+        self.read_buffer = loop_read_buffer(self.loop)
         self.connections: set[ServerProtocol] = set()
         self.paused = False
         self.closed = False

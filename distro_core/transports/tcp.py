@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import weakref
 from collections import deque
 from collections.abc import Mapping
 from typing import Any
@@ -41,7 +40,7 @@ from .._transport import (
     check_options,
 )
 from ..framing import DEFAULT_MAX_FRAME_SIZE, FrameDecoder, FramingError
-from ._tcp_server import CLOSE_GRACE, READ_SIZE, FrameWriter, TcpListener, where
+from ._tcp_server import CLOSE_GRACE, FrameWriter, TcpListener, loop_read_buffer, where
 
 __all__ = ["TcpTransport"]
 
@@ -123,19 +122,6 @@ class _ClientProtocol(FrameWriter):
             await waiter
 
 
-_READ_BUFFERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, bytearray] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def _loop_read_buffer(loop: asyncio.AbstractEventLoop) -> bytearray:
-    """The read buffer the tcp clients of ``loop`` share; it goes when the loop goes."""
-    buffer = _READ_BUFFERS.get(loop)
-    if buffer is None:
-        buffer = _READ_BUFFERS[loop] = bytearray(READ_SIZE)
-    return buffer
-
-
 class _TcpConnection(Connection):
     reply_to = "tcp"  # replies simply come back on the connection the request went out on
 
@@ -144,10 +130,9 @@ class _TcpConnection(Connection):
     ) -> None:
         self.receiver = receiver
         self.max_frame_size = options.max_frame_size
-        # Shared by every client on this event loop: the loop does one read at a time and the
-        # decoder copies everything out before the read returns (see _tcp_server), so idle
+        # Shared with every tcp connection on this event loop (see loop_read_buffer): idle
         # clients cost no read memory (64 KiB each made 1,000 idle clients cost 64 MiB).
-        self.read_buffer = _loop_read_buffer(asyncio.get_running_loop())
+        self.read_buffer = loop_read_buffer(asyncio.get_running_loop())
         self.where = where(host, port)
         self._host = host
         self._port = port
