@@ -114,21 +114,37 @@ class Counter:
             self.shared.received.value = n
 
 
+class DoneWatch:
+    """Decides when a receiver is done: the sender finished and all it sent arrived, arrivals
+    stopped after the sender finished, or the deadline (a perf_counter time) passed."""
+
+    def __init__(self, counter: Counter, shared: Shared, deadline: float) -> None:
+        self.counter = counter
+        self.shared = shared
+        self.deadline = deadline
+        self.seen = -1
+        self.since = time.perf_counter()
+
+    def done(self) -> bool:
+        """Check once; call it every few milliseconds."""
+        now = time.perf_counter()
+        n = self.counter.n
+        sent = self.shared.sent.value
+        if sent >= 0 and n >= sent:
+            return True
+        if n != self.seen:
+            self.seen, self.since = n, now
+        elif sent >= 0 and now - self.since > IDLE_AFTER_SENDER:
+            return True
+        return now > self.deadline
+
+
 async def wait_done(counter: Counter, shared: Shared, deadline: float) -> None:
-    """Return once the sender finished and all it sent arrived, arrivals stopped, or at
-    ``deadline`` (a perf_counter time)."""
-    seen, since = -1, time.perf_counter()
+    """Return once :class:`DoneWatch` says the receiver is done."""
+    watch = DoneWatch(counter, shared, deadline)
     while True:
         await asyncio.sleep(0.005)
-        now = time.perf_counter()
-        sent = shared.sent.value
-        if sent >= 0 and counter.n >= sent:
-            return
-        if counter.n != seen:
-            seen, since = counter.n, now
-        elif sent >= 0 and now - since > IDLE_AFTER_SENDER:
-            return
-        if now > deadline:
+        if watch.done():
             return
 
 

@@ -10,9 +10,9 @@ import uuid
 from typing import Any
 
 from harness import (
-    IDLE_AFTER_SENDER,
     REDIS_URL,
     Counter,
+    DoneWatch,
     Paced,
     Shared,
     payload,
@@ -159,22 +159,12 @@ def kombu_receiver(params: dict[str, Any], shared: Shared, results: Any) -> None
         try:
             with conn.Consumer(queue, callbacks=[on_message], accept=["json"]):
                 results.put(("ready", [REDIS_URL]))
-                seen, since = -1, time.perf_counter()
-                while True:
+                watch = DoneWatch(counter, shared, deadline)
+                while not watch.done():
                     try:
                         conn.drain_events(timeout=0.05)
                     except TimeoutError:
                         pass
-                    now = time.perf_counter()
-                    sent = shared.sent.value
-                    if sent >= 0 and counter.n >= sent:
-                        break
-                    if counter.n != seen:
-                        seen, since = counter.n, now
-                    elif sent >= 0 and now - since > IDLE_AFTER_SENDER:
-                        break
-                    if now > deadline:
-                        break
         finally:
             queue(conn.default_channel).delete()
             conn.default_channel.client.delete(f"_kombu.binding.{name}")
