@@ -62,7 +62,7 @@ class ZmqTransport(distro.Transport):
         fan_out=False,
         cross_process=True,
     )
-    api_version: ClassVar[int] = distro.API_VERSION
+    api_version: ClassVar[int] = 1  # the transport API this plugin was written for
 
     def __init__(self, options: Mapping[str, Any]) -> None:
         unknown = sorted(set(options) - KNOWN_OPTIONS)
