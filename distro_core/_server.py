@@ -14,7 +14,7 @@ import logging
 import signal
 import traceback
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, overload
 
 import attrs
@@ -343,7 +343,9 @@ class Server:
     ) -> None:
         value: Any = None
         error: str | None = None
-        awaitables: list[Awaitable[Any]] = []
+        # Set once a plain handler returns an awaitable: from then on results are kept in
+        # registration order, (entry, result, answers), and resolved by _finish_late.
+        late: list[tuple[_Entry, Any, bool]] | None = None
         for entry in self._router.catch_all:
             try:
                 result = entry.fn(msg)
@@ -352,7 +354,8 @@ class Server:
                 continue
             # Most handlers return None: test that before the (slower) awaitable check.
             if result is not None and inspect.isawaitable(result):
-                awaitables.append(result)
+                late = late or []
+                late.append((entry, result, False))
         for entry in handlers:
             try:
                 result = entry.fn(msg)
@@ -360,14 +363,15 @@ class Server:
                 failure = self._handler_failed(entry, msg, exc)
                 error = error or failure
                 continue
-            if result is not None:
+            if late is not None:
+                late.append((entry, result, True))
+            elif result is not None:
                 if inspect.isawaitable(result):
-                    awaitables.append(result)
+                    late = [(entry, result, True)]
                 elif value is None:
                     value = result
-        if awaitables:
-            # A plain function returned an awaitable: finish the message once it is done.
-            self._spawn(self._finish_awaitables(msg, route, peer, awaitables, value, error))
+        if late is not None:
+            self._spawn(self._finish_late(msg, route, peer, late, value, error))
             return
         self._finish(msg, route, peer, value, error)
 
@@ -409,23 +413,27 @@ class Server:
         except Exception as exc:
             return None, self._handler_failed(entry, msg, exc)
 
-    async def _finish_awaitables(
+    async def _finish_late(
         self,
         msg: Message,
         route: Route[_Entry] | None,
         peer: Peer,
-        awaitables: list[Awaitable[Any]],
+        late: list[tuple[_Entry, Any, bool]],
         value: Any,
         error: str | None,
     ) -> None:
-        for awaitable in awaitables:
+        """Await what plain handlers returned, in order, then finish as :meth:`_run_sync`."""
+        for entry, result, answers in late:
             try:
-                result = await awaitable
+                if inspect.isawaitable(result):
+                    result = await result
             except Exception as exc:
-                error = error or self._handler_failed(_entry(lambda m: None), msg, exc)
-            else:
-                if value is None:
-                    value = result
+                failure = self._handler_failed(entry, msg, exc)
+                if answers:
+                    error = error or failure
+                continue
+            if answers and value is None:
+                value = result
         self._finish(msg, route, peer, value, error)
 
     def _finish(
@@ -433,9 +441,7 @@ class Server:
     ) -> None:
         headers = msg.headers
         if route is None and not self._router.catch_all:
-            self._drop(
-                "no_route", f"no handler for {headers.get('verb') or 'GET'} {headers['uri']}"
-            )
+            self._drop("no_route", _no_handler(headers))
         else:
             self.stats.handled += 1
         reply_to = headers.get("replyTo")
@@ -460,8 +466,7 @@ class Server:
         error: str | None,
     ) -> None:
         if error is None and route is None:
-            verb = msg.headers.get("verb") or "GET"
-            error = f"no handler for {verb} {msg.headers['uri']}"
+            error = _no_handler(msg.headers)
         if error is None:
             try:
                 data = _protocol.reply(msg, value)
@@ -521,3 +526,7 @@ class Server:
         dropped = self.stats.dropped
         dropped[reason] = dropped.get(reason, 0) + 1
         self._quiet.log(reason, logging.WARNING, "distro: dropped (%s): %s", reason, detail)
+
+
+def _no_handler(headers: dict[str, Any]) -> str:
+    return f"no handler for {headers.get('verb') or 'GET'} {headers['uri']}"

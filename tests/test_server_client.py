@@ -227,3 +227,39 @@ async def test_mapping_server_info_is_accepted() -> None:
     async with server, factory.client({"port": server.address[1], "network": network}) as c:
         await c.send(distro.message({"uri": "/any"}))
         await got.wait_for(1)
+
+
+async def test_awaitables_from_plain_handlers_keep_registration_order() -> None:
+    logger = ListLogger()
+    factory = distro.create("memory", logger=logger)
+    network = distro.MemoryNetwork()
+    server = factory.server(port=0, network=network)
+
+    async def later(value: object) -> object:
+        await asyncio.sleep(0)
+        return value
+
+    async def broken() -> None:
+        await asyncio.sleep(0)
+        raise ValueError("late failure")
+
+    def audit(msg: distro.Message) -> object:
+        return later("from the catch-all")  # observes; never answers
+
+    def first(msg: distro.Message) -> object:
+        return later("first")
+
+    def failing(msg: distro.Message) -> object:
+        return broken()
+
+    server.receive(audit)
+    server.get("/ordered", first)
+    server.get("/ordered", lambda m: "second")
+    server.get("/failing", failing)
+    async with server, factory.client(port=server.address[1], network=network) as client:
+        reply = await client.request(distro.message({"uri": "/ordered"}), timeout=5)
+        with pytest.raises(distro.RemoteError, match="late failure"):
+            await client.request(distro.message({"uri": "/failing"}), timeout=5)
+    assert reply.payload == "first"
+    [error] = [text for level, text in logger.lines if level == logging.ERROR]
+    assert "failing" in error and "late failure" in error
