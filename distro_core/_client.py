@@ -113,9 +113,7 @@ class Client:
         if type(msg) is not Message and not isinstance(msg, Message):
             raise TypeError(f"send() takes a distro Message, got {type(msg).__name__}")
         data = msg.to_bytes()
-        limit = self._limit
-        if limit is not None and len(data) > limit:
-            raise MessageTooLarge(len(data), limit, self.transport.name)
+        self._check_size(data)
         await conn.send(data, msg)
 
     async def request(self, msg: Message, timeout: float = 5.0) -> Message:

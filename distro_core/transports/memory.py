@@ -69,12 +69,21 @@ class MemoryNetwork:
 DEFAULT_NETWORK = MemoryNetwork()
 
 
-def _deliver_on(loop: asyncio.AbstractEventLoop, callback: Any, *args: Any) -> None:
-    """Run ``callback`` soon on ``loop``, from its own thread or any other."""
-    if asyncio._get_running_loop() is loop:
-        loop.call_soon(callback, *args)
-    else:
-        loop.call_soon_threadsafe(callback, *args)
+class _Inbox:
+    """Runs callbacks on the event loop that made it, from that loop's thread or any other."""
+
+    __slots__ = ("_loop", "_thread")
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.get_ident()
+
+    def put(self, callback: Any, *args: Any) -> None:
+        """Run ``callback(*args)`` soon on the inbox's loop."""
+        if threading.get_ident() == self._thread:
+            self._loop.call_soon(callback, *args)
+        else:  # a blocking client's loop runs in another thread
+            self._loop.call_soon_threadsafe(callback, *args)
 
 
 class _MemoryPeer(Peer):
@@ -92,14 +101,14 @@ class _MemoryListener(Listener):
     def __init__(self, network: MemoryNetwork, port: int, receiver: Receiver) -> None:
         self._network = network
         self._receiver = receiver
-        self._loop = asyncio.get_running_loop()
+        self._inbox = _Inbox()
         self._paused = False
         self._held: deque[tuple[bytes, Peer]] = deque()
         self._closed = False
         self.address = (HOST, network._bind(port, self))
 
     def _deliver(self, data: bytes, peer: Peer) -> None:
-        _deliver_on(self._loop, self._arrive, data, peer)
+        self._inbox.put(self._arrive, data, peer)
 
     def _arrive(self, data: bytes, peer: Peer) -> None:
         if self._closed:
@@ -131,7 +140,7 @@ class _MemoryConnection(Connection):
         self._network = network
         self._port = port
         self._receiver = receiver
-        self._loop = asyncio.get_running_loop()
+        self._inbox = _Inbox()
         self._closed = False
         self._peer = _MemoryPeer(self)
         self.reply_to = f"memory:{next(self._ids)}"
@@ -147,7 +156,7 @@ class _MemoryConnection(Connection):
     def _deliver(self, data: bytes) -> None:
         if self._closed:
             raise ConnectionError(f"memory client {self.reply_to} is closed")
-        _deliver_on(self._loop, self._arrive, data)
+        self._inbox.put(self._arrive, data)
 
     def _arrive(self, data: bytes) -> None:
         if not self._closed:
