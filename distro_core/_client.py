@@ -17,12 +17,13 @@ from ._exceptions import (
     DistroError,
     MessageError,
     MessageTooLarge,
+    RemoteError,
     RequestTimeout,
     StateError,
 )
 from ._logging import Logger, RateLimitedLog
 from ._message import Message, parse
-from ._transport import Connection, Transport
+from ._transport import Connection, RequestFailure, Transport
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -137,9 +138,11 @@ class Client:
         self._pending.add(msg.id, future)
         timer = loop.call_later(timeout, _expire, future, msg.id, timeout)
         try:
-            await conn.send(data, msg)
+            await conn.request(data, msg)
             reply: Message = await future
             return reply
+        except _Unanswerable as exc:
+            raise exc.error_for(msg) from None
         finally:
             timer.cancel()
             self._pending.pop(msg.id)
@@ -180,6 +183,13 @@ class Client:
         else:
             future.set_result(msg)
 
+    def request_failed(self, request_id: str, failure: RequestFailure, detail: str) -> None:
+        """The transport knows ``request_id`` gets no reply: fail it now (see
+        :class:`distro_core.transport.ClientReceiver`)."""
+        future = self._pending.pop(request_id)
+        if future is not None and not future.done():
+            future.set_exception(_Unanswerable(failure, detail))
+
     def connection_lost(self, exc: BaseException | None) -> None:
         """The link broke; fail every waiting request (see :class:`distro_core.ClientReceiver`)."""
         if len(self._pending):
@@ -192,6 +202,24 @@ class Client:
         for future in self._pending.drain():
             if not future.done():
                 future.set_exception(error)
+
+
+class _Unanswerable(Exception):
+    """Carries a transport's ``request_failed`` to the waiting :meth:`Client.request`, which
+    builds the error with the request at hand (the hot path keeps no message per request)."""
+
+    def __init__(self, failure: RequestFailure, detail: str) -> None:
+        super().__init__(failure, detail)
+        self.failure = failure
+        self.detail = detail
+
+    def error_for(self, msg: Message) -> DistroError:
+        if self.failure is RequestFailure.NO_RECEIVER:
+            verb = msg.headers.get("verb") or "GET"
+            text = f"no handler for {verb} {msg.headers['uri']}: {self.detail}"
+        else:
+            text = f"the request was refused: {self.detail}"
+        return RemoteError(msg.id, text)
 
 
 def _expire(future: asyncio.Future[Any], msg_id: str, timeout: float) -> None:

@@ -54,17 +54,17 @@ class Factory:
         """
         merged = _merge(info, options)
         own = {key: merged.pop(key) for key in _SERVER_OPTIONS if key in merged}
-        return Server(self.transport(merged), logger=self.logger, **own)
+        return Server(self.transport.from_options(merged), logger=self.logger, **own)
 
     def client(self, info: Mapping[str, Any] | None = None, /, **options: Any) -> Client:
         """Make a client (not yet open) for the server the options name."""
-        return Client(self.transport(_merge(info, options)), logger=self.logger)
+        return Client(self.transport.from_options(_merge(info, options)), logger=self.logger)
 
     def sync_client(self, info: Mapping[str, Any] | None = None, /, **options: Any) -> SyncClient:
         """Make a blocking client (not yet open) for the server the options name."""
         merged = _merge(info, options)
-        self.transport(merged)  # check the options now, not in the background thread
-        return SyncClient(lambda: Client(self.transport(merged), logger=self.logger))
+        self.transport.from_options(merged)  # check the options now, not in the background thread
+        return SyncClient(lambda: Client(self.transport.from_options(merged), logger=self.logger))
 
     def __repr__(self) -> str:
         return f"<distro.Factory {self.name!r}>"

@@ -60,11 +60,24 @@ def check_transport(obj: Any, origin: str) -> type[Transport]:
     if inspect.isabstract(obj):
         missing = ", ".join(sorted(getattr(obj, "__abstractmethods__", ())))
         raise PluginError(f"{origin}: transport {name!r} does not implement {missing}")
-    if obj.api_version != API_VERSION:
+    version = getattr(obj, "api_version", None)
+    if version is None:
+        raise PluginError(
+            f"{origin}: transport {name!r} does not say which transport contract it was written "
+            f"for; set 'api_version = {API_VERSION}' on the class once it follows version "
+            f"{API_VERSION} (see docs/plugins.md, 'Contract version 2')"
+        )
+    if version != API_VERSION:
+        hint = (
+            "install a version of the plugin made for this distro-core"
+            if version != 1
+            else "version 1 transports took options in __init__, built error replies "
+            "themselves and read raw route patterns; see docs/plugins.md, "
+            "'Contract version 2', for what to change"
+        )
         raise PluginError(
             f"{origin}: transport {name!r} was written for transport API version "
-            f"{obj.api_version}, but this distro-core speaks version {API_VERSION}; "
-            "install a version of the plugin made for this distro-core"
+            f"{version}, but this distro-core speaks version {API_VERSION}; {hint}"
         )
     return obj
 
@@ -84,9 +97,9 @@ class Registry:
         self._entry_points_loaded = False
         self._table: dict[str, list[TransportInfo]] | None = None
         # Not ``from . import transports``: that finds the package's transports() function.
-        bundled = importlib.import_module(".transports", __package__)
+        bundled = importlib.import_module("._transports", __package__)
 
-        self.register(bundled, name="distro_core.transports", distribution=CORE_DISTRIBUTION)
+        self.register(bundled, name="distro_core._transports", distribution=CORE_DISTRIBUTION)
 
     def register(self, plugin: object, *, name: str | None = None, distribution: str = "") -> None:
         """Register a plugin object (a module or object with ``@hookimpl`` functions).

@@ -15,6 +15,7 @@ from typing import Generic, TypeVar
 
 from ._exceptions import RouteError
 from ._message import VERBS
+from ._transport import RouteInfo, Segment
 
 __all__ = ["Route", "Router"]
 
@@ -26,12 +27,21 @@ _NO_PARAMS: dict[str, str] = {}
 class Route(Generic[H]):
     """The handlers registered for one verb and pattern, in registration order."""
 
-    __slots__ = ("handlers", "meta", "param_names", "pattern", "verb")
+    __slots__ = ("handlers", "info", "meta", "param_names", "pattern", "verb")
 
-    def __init__(self, verb: str, pattern: str, param_names: tuple[str, ...]) -> None:
+    def __init__(
+        self, verb: str, pattern: str, param_names: tuple[str, ...], parts: Sequence[str] = ()
+    ) -> None:
         self.verb = verb
         self.pattern = pattern
         self.param_names = param_names
+        names = iter(param_names)
+        self.info = RouteInfo(
+            verb,
+            pattern,
+            tuple(Segment(next(names), True) if p == "{}" else Segment(p) for p in parts),
+        )
+        """What transports see of this route (its parsed segments)."""
         self.handlers: tuple[H, ...] = ()
         self.meta: object = None
         """Free for the router's owner (the server keeps a precomputed dispatch flag here)."""
@@ -98,7 +108,7 @@ class Router(Generic[H]):
             key = pattern.lower()
             route = self._static[verb].get(key)
             if route is None:
-                route = self._static[verb][key] = Route(verb, pattern, ())
+                route = self._static[verb][key] = Route(verb, pattern, (), parts)
                 self._routes.append(route)
         else:
             node = self._trees[verb]
@@ -110,7 +120,7 @@ class Router(Generic[H]):
                 else:
                     node = node.literal.setdefault(part, _Node())
             if node.route is None:
-                node.route = Route(verb, pattern, names)
+                node.route = Route(verb, pattern, names, parts)
                 self._routes.append(node.route)
             elif node.route.param_names != names:
                 raise RouteError(

@@ -1,35 +1,43 @@
-"""The transport contract: what a transport implements so the core can run over it.
+"""The transport contract, version 2: what a transport implements so the core can run over it.
 
 A transport moves bytes, nothing else. The core encodes and parses messages, routes them, calls
-handlers, correlates requests with replies and sends RECEIVED acknowledgements; every transport
-gets those for free. A transport provides three small objects:
+handlers, correlates requests with replies, builds every reply and error, and sends RECEIVED
+acknowledgements; every transport gets those for free. A transport provides three small objects:
 
-* :class:`Transport`: made once per server or client from the user's options; it opens
-  listeners and connections.
+* :class:`Transport`: made once per server or client by :meth:`Transport.from_options` from the
+  user's options; it opens listeners and connections.
 * :class:`Listener` (server side): reads frames and hands each to the core's
   :class:`Receiver` together with a :class:`Peer`, the path back to the sender.
-* :class:`Connection` (client side): sends frames to a server and hands each frame that comes
-  back (replies) to the core's :class:`ClientReceiver`.
+* :class:`Connection` (client side): sends frames to a server (:meth:`Connection.send` one way,
+  :meth:`Connection.request` for a request) and hands each frame that comes back (replies) to
+  the core's :class:`ClientReceiver`, or tells it that a request cannot be answered.
 
 Rules every transport follows:
 
 * One frame is one message's wire form (``bytes``). Never hand the core a partial frame; a
   stream transport splits its byte stream into frames first (see ``distro_core.framing``).
-* Callbacks into the core (``frame_received``, ``frame_dropped``, ``connection_lost``) are made
-  from the event loop that opened the listener or connection, and never block.
+* Callbacks into the core (``frame_received``, ``frame_dropped``, ``connection_lost``,
+  ``request_failed``) are made from the event loop that opened the listener or connection, and
+  never block.
 * Lower-layer errors (``OSError`` and library exceptions) are raised as
-  :class:`~distro_core.TransportError` subclasses with ``from exc``.
+  :class:`~distro_core.TransportError` subclasses with ``from exc``
+  (:func:`distro_core.transport.map_error` does the mapping).
 * ``aclose`` is idempotent and bounded in time.
+* A peer whose :attr:`Peer.settles` is true is told how each frame it delivered ended, exactly
+  once (:meth:`Peer.settle`): the hook a transport with acknowledgement and redelivery needs.
 
 A transport states what it cannot do in :attr:`Transport.capabilities`; the core and the
-conformance kit (``distro_core.testing``) adapt to it.
+conformance kit (``distro_core.testing``) adapt to it. What changed from version 1 is listed in
+docs/plugins.md ("Contract version 2").
 """
 
 from __future__ import annotations
 
 import abc
+import enum
+import types
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
 import attrs
 
@@ -42,14 +50,18 @@ __all__ = [
     "ClientReceiver",
     "Connection",
     "Listener",
+    "Outcome",
     "Peer",
     "Receiver",
+    "RequestFailure",
     "RouteInfo",
+    "Segment",
     "Transport",
 ]
 
-API_VERSION = 1
-"""The version of this contract. A transport built for another version is refused at load."""
+API_VERSION = 2
+"""The version of this contract. A transport that declares another version is refused at load
+with a message saying what to change (see docs/plugins.md, "Contract version 2")."""
 
 
 @attrs.frozen
@@ -74,16 +86,60 @@ class Capabilities:
     cross_process: bool = True
 
 
+class Outcome(enum.Enum):
+    """How the core finished with one delivered frame (see :meth:`Peer.settle`)."""
+
+    HANDLED = "handled"
+    """Every handler ran and returned (a request's reply, if any, was sent or queued)."""
+    FAILED = "failed"
+    """At least one handler raised (a transport with redelivery may offer it again)."""
+    DROPPED = "dropped"
+    """No handler ran: the frame was not a message, had no route, or the server was
+    overloaded or closing (counted in ``server.stats.dropped``)."""
+
+
+class RequestFailure(enum.Enum):
+    """Why a connection knows a request will get no reply (see
+    :meth:`ClientReceiver.request_failed`)."""
+
+    NO_RECEIVER = "no_receiver"
+    """Nothing received it: no server subscribes to its channel or subject."""
+    REFUSED = "refused"
+    """The broker or the path refused it."""
+
+
+@attrs.frozen
+class Segment:
+    """One segment of a route's uri pattern, as the core parsed it.
+
+    :ivar text: a literal segment lower-cased (routing ignores case), or a parameter's name.
+    :ivar param: whether the segment is a ``{name}`` parameter, matching any one non-empty
+        segment.
+    """
+
+    text: str
+    param: bool = False
+
+
 @attrs.frozen
 class RouteInfo:
     """One route a server has registered, for transports that subscribe by route (pub/sub).
 
     :ivar verb: the verb (upper-case).
-    :ivar pattern: the uri pattern as registered, ``{name}`` segments included.
+    :ivar pattern: the uri pattern as registered, ``{name}`` segments included (for logs).
+    :ivar segments: the pattern split at ``/`` and parsed: what a transport builds channel or
+        subject names from. ``"/customer/{id}"`` is ``(Segment(""), Segment("customer"),
+        Segment("id", param=True))``.
     """
 
     verb: str
     pattern: str
+    segments: tuple[Segment, ...]
+
+    @property
+    def has_params(self) -> bool:
+        """Whether any segment is a parameter (the route matches more than one uri)."""
+        return any(s.param for s in self.segments)
 
 
 class Peer(abc.ABC):
@@ -92,9 +148,14 @@ class Peer(abc.ABC):
     :ivar host: the sender's source address as text (``"127.0.0.1"``, ``"::1"``), or None when
         the transport cannot tell. RECEIVED acknowledgements are only sent to this host unless
         the server allows any target.
+    :cvar settles: whether the core must call :meth:`settle` for every frame handed over with
+        this peer. False by default (nothing to acknowledge to a socket); a transport with
+        acknowledgement and redelivery hands one settling peer per frame.
     """
 
     __slots__ = ("host",)
+
+    settles: ClassVar[bool] = False
 
     def __init__(self, host: str | None) -> None:
         self.host = host
@@ -107,6 +168,11 @@ class Peer(abc.ABC):
             :attr:`Connection.reply_to` put there (pub/sub transports use it as the channel).
         :raises TransportError: the reply cannot be sent (the peer is gone).
         """
+
+    def settle(self, outcome: Outcome) -> None:  # noqa: B027 - optional, a no-op by default
+        """The core is done with the frame this peer came with: acknowledge, redeliver or
+        dead-letter it. Called once per frame, only when :attr:`settles` is true; must not
+        block or raise (log and count a failure instead)."""
 
 
 class Receiver(Protocol):
@@ -139,6 +205,11 @@ class ClientReceiver(Protocol):
 
     def connection_lost(self, exc: BaseException | None) -> None:
         """The link broke (``exc``) or closed (None); pending requests fail at once."""
+
+    def request_failed(self, request_id: str, failure: RequestFailure, detail: str) -> None:
+        """The request ``request_id`` (sent with :meth:`Connection.request`) will get no reply;
+        the core fails it at once with an error it builds (``detail`` is one line saying
+        where, for example which bus had no subscriber). Unknown or finished ids are ignored."""
 
 
 class Listener(abc.ABC):
@@ -175,41 +246,68 @@ class Connection(abc.ABC):
 
     @abc.abstractmethod
     async def send(self, data: bytes, message: Message) -> None:
-        """Send one frame; returns when it is handed to the OS or the broker, or queued to be
-        written together with the other frames sent in the same event-loop iteration (bounded:
-        a transport that batches must flush at the end of the iteration and apply write
-        back-pressure, so memory stays bounded).
+        """Send one frame one way; returns when it is handed to the OS or the broker, or
+        queued to be written together with the other frames sent in the same event-loop
+        iteration (bounded: see :class:`distro_core.transport.WriteBatcher`).
 
+        :param data: exactly ``message.to_bytes()``.
         :param message: the message ``data`` encodes, for transports that pick a channel or
             topic from its headers; most ignore it.
         :raises TransportError: the frame could not be sent (``ConnectionError`` when the
             server is unreachable).
         """
 
+    async def request(self, data: bytes, message: Message) -> None:
+        """Send one request frame: ``data`` is ``message`` with a ``replyTo`` header naming
+        :attr:`reply_to`, so it is not ``message.to_bytes()``. The reply comes back through
+        :meth:`ClientReceiver.frame_received`; a transport that learns no reply can come (no
+        subscriber, refused) calls :meth:`ClientReceiver.request_failed` instead. By default
+        the same as :meth:`send`.
+
+        :raises TransportError: as for :meth:`send`.
+        """
+        await self.send(data, message)
+
     @abc.abstractmethod
     async def aclose(self) -> None:
         """Close the link; idempotent."""
 
 
+_NO_OPTIONS: Mapping[str, Any] = types.MappingProxyType({})
+
+_T = TypeVar("_T", bound="Transport")
+
+
 class Transport(abc.ABC):
     """A way of moving frames between clients and servers; subclass it to add a transport.
 
-    A subclass sets :attr:`name` and :attr:`capabilities`, takes the user's options in its
-    constructor (raising ``TypeError`` for unknown ones and ``ValueError`` for bad values), and
+    A subclass sets :attr:`name`, :attr:`api_version` and :attr:`capabilities`, builds itself
+    from the user's options in :meth:`from_options` (with :class:`distro_core.transport.Options`,
+    which raises ``TypeError`` for unknown options and ``ValueError`` for bad values), and
     implements :meth:`listen` and :meth:`connect`. One instance serves one server or client.
 
     :cvar name: the name ``distro.create(name)`` finds it by.
+    :cvar api_version: the :data:`API_VERSION` it was written for; required (a transport that
+        does not say is refused at load, so a contract change never breaks it silently).
     :cvar capabilities: what it can and cannot do; an instance may replace it when an option
         changes a limit (``self.capabilities = attrs.evolve(self.capabilities, ...)``).
-    :cvar api_version: the :data:`API_VERSION` it was written for.
+    :ivar options: the options it was made from, as given (for :meth:`describe`).
     """
 
     name: ClassVar[str]
+    api_version: ClassVar[int]
     capabilities: Capabilities = Capabilities()
-    api_version: ClassVar[int] = API_VERSION
+    options: Mapping[str, Any] = _NO_OPTIONS
 
-    def __init__(self, options: Mapping[str, Any]) -> None:
-        self.options = dict(options)
+    @classmethod
+    @abc.abstractmethod
+    def from_options(cls: type[_T], options: Mapping[str, Any]) -> _T:
+        """Make an instance from the user's options (a named constructor: ``__init__`` stays a
+        plain one that takes checked values).
+
+        :raises TypeError: an option this transport does not know (name them all).
+        :raises ValueError: an option has a bad value (say which and why).
+        """
 
     @abc.abstractmethod
     async def listen(self, receiver: Receiver) -> Listener:
@@ -235,13 +333,3 @@ class Transport(abc.ABC):
         """A short text naming this transport and its address, for errors and logs."""
         where = ", ".join(f"{k}={v!r}" for k, v in sorted(self.options.items()))
         return f"{self.name}({where})"
-
-
-def check_options(transport: str, options: Mapping[str, Any], known: set[str]) -> None:
-    """Raise ``TypeError`` naming any option a transport does not know."""
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise TypeError(
-            f"transport {transport!r} got unknown option(s) {', '.join(unknown)}; "
-            f"it takes {', '.join(sorted(known)) or 'none'}"
-        )

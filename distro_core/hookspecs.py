@@ -7,13 +7,14 @@ bundled transports (memory, udp4, udp6, tcp) register through this same hook.
 
 Example (see docs/plugins.md)::
 
-    import distro_core as distro
+    from distro_core import transport
 
-    class CarrierPigeon(distro.Transport):
+    class CarrierPigeon(transport.Transport):
         name = "pigeon"
+        api_version = 2
         ...
 
-    @distro.hookimpl
+    @transport.hookimpl
     def distro_register_transports():
         return [CarrierPigeon]
 """
@@ -39,7 +40,7 @@ hookspec = pluggy.HookspecMarker(PROJECT)
 """Marks a hook specification (distro's own use)."""
 
 hookimpl = pluggy.HookimplMarker(PROJECT)
-"""Marks a plugin's implementation of a hook: ``@distro.hookimpl``."""
+"""Marks a plugin's implementation of a hook: ``@distro_core.transport.hookimpl``."""
 
 
 @hookspec
@@ -47,7 +48,7 @@ def distro_register_transports() -> list[type[Transport]]:  # type: ignore[empty
     """Register transport classes.
 
     Called once per plugin manager, when transports are first collected. Each class is a
-    subclass of :class:`distro_core.Transport` that carries its own ``name``; a name claimed by
+    subclass of :class:`distro_core.transport.Transport` that carries its own ``name``; a name claimed by
     two plugins is refused with an error naming both distributions.
 
     :returns: the transport classes this plugin provides.

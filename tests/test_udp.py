@@ -332,7 +332,7 @@ class _Sink:
 async def test_a_datagram_the_socket_refuses_is_a_transport_error(name: str) -> None:
     # Below the client (which checks the size first), the transport itself maps the OSError.
     async with raw_socket(name) as raw:
-        transport = distro.create(name).transport({"address": raw.host, "port": raw.port})
+        transport = distro.create(name).transport.from_options({"address": raw.host, "port": raw.port})
         connection = await transport.connect(_Sink())
         try:
             oversized = b"o" * 70_000

@@ -23,23 +23,24 @@ as on any TCP socket; the connection is then reset and pending requests fail at 
 from __future__ import annotations
 
 import asyncio
-import math
 from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
 from .._exceptions import ConnectionError, MessageError
 from .._message import Message
-from .._transport import (
+from ..framing import DEFAULT_MAX_FRAME_SIZE, FrameDecoder, FramingError
+from ..transport import (
+    API_VERSION,
     Capabilities,
     ClientReceiver,
     Connection,
     Listener,
+    Options,
     Receiver,
     Transport,
-    check_options,
+    map_error,
 )
-from ..framing import DEFAULT_MAX_FRAME_SIZE, FrameDecoder, FramingError
 from ._tcp_server import CLOSE_GRACE, FrameWriter, TcpListener, loop_read_buffer, where
 
 __all__ = ["TcpTransport"]
@@ -157,7 +158,8 @@ class _TcpConnection(Connection):
                 f"tcp: no connection to {self.where} within {self._timeout:g}s"
             ) from exc
         except OSError as exc:
-            raise ConnectionError(f"tcp: cannot connect to {self.where}: {exc}") from exc
+            error = map_error(exc, f"tcp: cannot connect to {self.where}")
+            raise ConnectionError(str(error)) from exc
         if self._closed:
             protocol.transport.abort()
             raise ConnectionError(f"tcp: the connection to {self.where} is closed")
@@ -230,29 +232,41 @@ class TcpTransport(Transport):
     name = "tcp"
     capabilities = Capabilities(max_message_size=DEFAULT_MAX_FRAME_SIZE)
 
-    def __init__(self, options: Mapping[str, Any]) -> None:
-        check_options(self.name, options, {"address", "port", "max_frame_size", "connect_timeout"})
-        super().__init__(options)
-        address = options.get("address", DEFAULT_ADDRESS)
-        if not isinstance(address, str) or not address:
-            raise ValueError(f"address must be a host name or IP address, got {address!r}")
-        port = options.get("port", 0)
-        if type(port) is not int or not 0 <= port <= 65535:
-            raise ValueError(f"port must be an integer 0..65535, got {port!r}")
-        size = options.get("max_frame_size", DEFAULT_MAX_FRAME_SIZE)
-        if type(size) is not int or size < 1:
-            raise ValueError(f"max_frame_size must be a positive integer, got {size!r}")
-        timeout = options.get("connect_timeout", DEFAULT_CONNECT_TIMEOUT)
-        if type(timeout) not in (int, float) or not (timeout > 0 and math.isfinite(timeout)):
-            raise ValueError(f"connect_timeout must be a positive number, got {timeout!r}")
-        self.address: str = address
-        self.port: int = port
-        self.max_frame_size: int = size
-        self.connect_timeout = float(timeout)
-        if size != DEFAULT_MAX_FRAME_SIZE:
+    api_version = API_VERSION
+
+    def __init__(
+        self,
+        address: str = DEFAULT_ADDRESS,
+        port: int = 0,
+        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        *,
+        options: Mapping[str, Any],
+    ) -> None:
+        self.address = address
+        self.port = port
+        self.max_frame_size = max_frame_size
+        self.connect_timeout = connect_timeout
+        self.options = options
+        if max_frame_size != DEFAULT_MAX_FRAME_SIZE:
             # The core reads the limit off the instance: a client then refuses what its own
             # decoder limit (and, configured alike, its server's) would reject.
-            self.capabilities = Capabilities(max_message_size=size)
+            self.capabilities = Capabilities(max_message_size=max_frame_size)
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> TcpTransport:
+        """Read the options listed in the class docstring."""
+        opts = Options(cls.name, options)
+        address = opts.get("address", DEFAULT_ADDRESS)
+        if not isinstance(address, str) or not address:
+            raise ValueError(f"address must be a host name or IP address, got {address!r}")
+        return cls(
+            address,
+            opts.port(),
+            opts.integer("max_frame_size", DEFAULT_MAX_FRAME_SIZE, minimum=1),
+            opts.number("connect_timeout", DEFAULT_CONNECT_TIMEOUT, positive=True),
+            options=opts.finish(),
+        )
 
     async def listen(self, receiver: Receiver) -> Listener:
         listener = TcpListener(receiver, self.max_frame_size)

@@ -30,19 +30,21 @@ import errno
 import ipaddress
 import socket
 from collections.abc import Mapping
-from typing import Any, ClassVar, Protocol, cast
+from typing import Any, ClassVar, Protocol, TypeVar, cast
 
-from .._exceptions import AddressInUse, ConnectionError, TransportError
+from .._exceptions import ConnectionError, TransportError
 from .._message import Message
-from .._transport import (
+from ..transport import (
+    API_VERSION,
     Capabilities,
     ClientReceiver,
     Connection,
     Listener,
+    Options,
     Peer,
     Receiver,
     Transport,
-    check_options,
+    map_error,
 )
 
 __all__ = ["UDP4Transport", "UDP6Transport", "UDPTransport"]
@@ -60,6 +62,8 @@ _READ_SIZE = 65536
 """Larger than any UDP payload (65535 - 8 at most), so no datagram is ever cut short."""
 _CLOSE_TIMEOUT = 1.0
 _UNREACHABLE = (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN)
+_NO_OPTIONS: Mapping[str, Any] = {}
+_U = TypeVar("_U", bound="UDPTransport")
 
 
 def _where(host: str, port: int) -> str:
@@ -68,12 +72,10 @@ def _where(host: str, port: int) -> str:
 
 def _send_error(name: str, exc: OSError, size: int, host: str, port: int) -> TransportError:
     """The distro error for an ``OSError`` raised while sending ``size`` bytes."""
-    text = f"{name} could not send {size} bytes to {_where(host, port)}: {exc.strerror or exc}"
+    error = map_error(exc, f"{name} could not send {size} bytes to {_where(host, port)}")
     if exc.errno == errno.EMSGSIZE:
-        text += " (larger than one datagram can carry)"
-    if isinstance(exc, builtins.ConnectionError) or exc.errno in _UNREACHABLE:
-        return ConnectionError(text)
-    return TransportError(text)
+        error.args = (f"{error} (larger than one datagram can carry)",)
+    return error
 
 
 class _DatagramTransport(Protocol):
@@ -314,35 +316,41 @@ class UDPTransport(Transport):
     :cvar loopback: the default address.
     """
 
+    api_version = API_VERSION
     family: ClassVar[socket.AddressFamily]
     loopback: ClassVar[str]
 
-    def __init__(self, options: Mapping[str, Any]) -> None:
-        check_options(self.name, options, {"address", "port"})
-        super().__init__(options)
-        address = options.get("address", self.loopback)
+    def __init__(
+        self, address: str, port: int, *, options: Mapping[str, Any] = _NO_OPTIONS
+    ) -> None:
+        self.address = address
+        self.port = port
+        self.options = options
+
+    @classmethod
+    def from_options(cls: type[_U], options: Mapping[str, Any]) -> _U:
+        """Read ``address`` and ``port`` (see the class docstring)."""
+        opts = Options(cls.name, options)
+        address = opts.get("address", cls.loopback)
         if type(address) is not str or not address or address != address.strip():
             raise ValueError(
-                f"{self.name} address must be a host name or IP address, got {address!r} "
+                f"{cls.name} address must be a host name or IP address, got {address!r} "
                 f"(a server listens on all interfaces only when given "
-                f"{'0.0.0.0' if self.family == socket.AF_INET else '::'!r})"
+                f"{'0.0.0.0' if cls.family == socket.AF_INET else '::'!r})"
             )
         try:
             literal = ipaddress.ip_address(address.split("%", 1)[0])
         except ValueError:
             pass  # a host name, resolved in this family when used
         else:
-            if (literal.version == 4) != (self.family == socket.AF_INET):
+            if (literal.version == 4) != (cls.family == socket.AF_INET):
                 other = "udp6" if literal.version == 6 else "udp4"
                 raise ValueError(
-                    f"{self.name} needs an IPv{6 if literal.version == 4 else 4} address, "
+                    f"{cls.name} needs an IPv{6 if literal.version == 4 else 4} address, "
                     f"got {address!r}; use the {other!r} transport for it"
                 )
-        port = options.get("port", 0)
-        if type(port) is not int or not 0 <= port <= 65535:
-            raise ValueError(f"{self.name} port must be an integer 0..65535, got {port!r}")
-        self.address = address
-        self.port = port
+        port = opts.port()
+        return cls(address, port, options=opts.finish())
 
     async def _resolve(self, host: str, port: int, passive: bool) -> Any:
         """The socket address of ``host``/``port`` in this transport's family."""
@@ -368,7 +376,7 @@ class UDPTransport(Transport):
         try:
             sockaddr = await self._resolve(self.address, self.port, passive=True)
         except OSError as exc:
-            raise TransportError(f"{self.name} cannot resolve {self.address!r}: {exc}") from exc
+            raise map_error(exc, f"{self.name} cannot resolve {self.address!r}") from exc
         sock = socket.socket(self.family, socket.SOCK_DGRAM)
         try:
             # No SO_REUSEADDR: on UDP it would let a second server share the port silently.
@@ -376,11 +384,7 @@ class UDPTransport(Transport):
             sock.bind(sockaddr)
         except OSError as exc:
             sock.close()
-            if exc.errno == errno.EADDRINUSE:
-                raise AddressInUse(
-                    f"{self.name} cannot listen on {where}: the address is already in use"
-                ) from exc
-            raise TransportError(f"{self.name} cannot listen on {where}: {exc}") from exc
+            raise map_error(exc, f"{self.name} cannot listen on {where}") from exc
         listener = _UDPListener(self.name, sock, receiver)
         await self._start(sock, listener)
         return listener
@@ -406,7 +410,7 @@ class UDPTransport(Transport):
         except OSError as exc:
             if sock is not None:
                 sock.close()
-            raise ConnectionError(f"{self.name} cannot reach {where}: {exc}") from exc
+            raise ConnectionError(str(map_error(exc, f"{self.name} cannot reach {where}"))) from exc
         connection = _UDPConnection(self.name, sock, receiver, host, port)
         await self._start(sock, connection)
         return connection
@@ -417,7 +421,7 @@ class UDPTransport(Transport):
             await loop.create_datagram_endpoint(lambda: endpoint, sock=sock)
         except OSError as exc:
             sock.close()
-            raise TransportError(f"{self.name}: cannot start the socket: {exc}") from exc
+            raise map_error(exc, f"{self.name}: cannot start the socket") from exc
 
 
 class UDP4Transport(UDPTransport):

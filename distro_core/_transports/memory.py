@@ -18,15 +18,16 @@ from typing import Any
 
 from .._exceptions import AddressInUse, ConnectionError
 from .._message import Message
-from .._transport import (
+from ..transport import (
+    API_VERSION,
     Capabilities,
     ClientReceiver,
     Connection,
     Listener,
+    Options,
     Peer,
     Receiver,
     Transport,
-    check_options,
 )
 
 __all__ = ["MemoryNetwork", "MemoryTransport"]
@@ -174,20 +175,25 @@ class MemoryTransport(Transport):
     name = "memory"
     capabilities = Capabilities(cross_process=False)
 
-    def __init__(self, options: Mapping[str, Any]) -> None:
-        check_options(self.name, options, {"address", "port", "network"})
-        super().__init__(options)
-        address = options.get("address", HOST)
+    api_version = API_VERSION
+
+    def __init__(
+        self, port: int = 0, network: MemoryNetwork | None = None, *, options: Mapping[str, Any]
+    ) -> None:
+        self.port = port
+        self.network = DEFAULT_NETWORK if network is None else network
+        self.options = options
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> MemoryTransport:
+        """Read ``address``, ``port`` and ``network`` (see the class docstring)."""
+        opts = Options(cls.name, options)
+        address = opts.get("address", HOST)
         if address != HOST:
             raise ValueError(f"memory transport address must be {HOST!r}, got {address!r}")
-        port = options.get("port", 0)
-        if type(port) is not int or not 0 <= port <= 65535:
-            raise ValueError(f"port must be an integer 0..65535, got {port!r}")
-        self.port = port
-        network = options.get("network", DEFAULT_NETWORK)
-        if not isinstance(network, MemoryNetwork):
-            raise TypeError(f"network must be a MemoryNetwork, got {type(network).__name__}")
-        self.network = network
+        port = opts.port()
+        network = opts.instance("network", DEFAULT_NETWORK, MemoryNetwork)
+        return cls(port, network, options=opts.finish())
 
     async def listen(self, receiver: Receiver) -> Listener:
         return _MemoryListener(self.network, self.port, receiver)

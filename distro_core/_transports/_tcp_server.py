@@ -16,13 +16,12 @@ thousand idle connections cost no read buffers at all.
 from __future__ import annotations
 
 import asyncio
-import errno
 import weakref
 from collections import deque
 
-from .._exceptions import AddressInUse, ConnectionError, TransportError
-from .._transport import Listener, Peer, Receiver
+from .._exceptions import ConnectionError, TransportError
 from ..framing import FrameDecoder, FrameTooLarge, FramingError
+from ..transport import Listener, Peer, Receiver, map_error
 
 __all__ = [
     "CLOSE_GRACE",
@@ -288,12 +287,7 @@ class TcpListener(Listener):
         try:
             server = await self.loop.create_server(lambda: ServerProtocol(self), host, port)
         except OSError as exc:
-            at = where(host, port)
-            if exc.errno == errno.EADDRINUSE:
-                raise AddressInUse(
-                    f"tcp: cannot listen on {at}: address {host} port {port} is already in use"
-                ) from exc
-            raise TransportError(f"tcp: cannot listen on {at}: {exc}") from exc
+            raise map_error(exc, f"tcp: cannot listen on {where(host, port)}") from exc
         self._server = server
         name = server.sockets[0].getsockname()
         self.address = (str(name[0]), int(name[1]))
