@@ -23,6 +23,7 @@ import orjson
 import pytest
 
 import distro_core as distro
+from distro_core import transport as kit
 from distro_core._routing import Router  # the router is private; routing is measured directly
 
 HEADERS = {"uri": "/customer/42/orders", "verb": "POST"}
@@ -130,7 +131,7 @@ def test_route(benchmark: Any, kind: str, count: int) -> None:
 # -- dispatch ----------------------------------------------------------------------------------
 
 
-class _FakePeer(distro.Peer):
+class _FakePeer(kit.Peer):
     """A peer that keeps replies in memory: dispatch without I/O."""
 
     __slots__ = ("sent",)

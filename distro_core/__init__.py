@@ -43,7 +43,6 @@ from ._transports.memory import MemoryNetwork
 __version__ = "0.2.0"
 
 __all__ = [
-    "VERBS",
     "AddressInUse",
     "Client",
     "ConnectionError",
@@ -65,6 +64,7 @@ __all__ = [
     "SyncClient",
     "TransportError",
     "TransportNotFound",
+    "VERBS",
     "__version__",
     "create",
     "message",

@@ -116,7 +116,7 @@ def create(
         cls = _from_plugin(transport)
     else:
         raise TypeError(
-            "create() takes a transport name, a distro.Transport subclass or a plugin, "
+            "create() takes a transport name, a distro_core.transport.Transport subclass or a plugin, "
             f"not {type(transport).__name__}"
         )
     return Factory(cls, checked_logger)

@@ -16,37 +16,59 @@ from typing import Any
 import pytest
 
 import distro_core as distro
+import distro_core.testing
 from distro_core import hookspecs
+from distro_core import transport as kit
 
 PACKAGE = Path(distro.__file__).parent
 
+# The public namespaces, one per audience: service authors, transport authors, and transport
+# authors' tests (the conformance kit).
+NAMESPACES = [distro, kit, distro_core.testing]
+_ids = [ns.__name__ for ns in NAMESPACES]
 
-def test_all_is_sorted_and_unique() -> None:
-    assert distro.__all__ == sorted(set(distro.__all__))
+
+@pytest.mark.parametrize("namespace", NAMESPACES, ids=_ids)
+def test_all_is_sorted_and_unique(namespace: types.ModuleType) -> None:
+    assert namespace.__all__ == sorted(set(namespace.__all__))
 
 
-def test_all_is_exactly_the_public_names() -> None:
+@pytest.mark.parametrize("namespace", NAMESPACES, ids=_ids)
+def test_all_is_exactly_the_public_names(namespace: types.ModuleType) -> None:
     public = {
         name
-        for name, value in vars(distro).items()
+        for name, value in vars(namespace).items()
         if not name.startswith("_")
-        # Submodules (hookspecs, transports, testing, ...) and "from __future__ import" are
+        # Submodules (hookspecs, transport, testing, ...) and "from __future__ import" are
         # attributes of the package, not names it exports.
         and not isinstance(value, (types.ModuleType, __future__._Feature))
     }
-    assert public | {"__version__"} == set(distro.__all__)
+    assert public == set(namespace.__all__) - {"__version__"}
 
 
-def test_every_exported_name_is_importable() -> None:
-    namespace: dict[str, Any] = {}
-    exec("from distro_core import *", namespace)
-    for name in distro.__all__:
-        assert namespace[name] is getattr(distro, name)
+@pytest.mark.parametrize("namespace", NAMESPACES, ids=_ids)
+def test_every_exported_name_is_importable(namespace: types.ModuleType) -> None:
+    scope: dict[str, Any] = {}
+    exec(f"from {namespace.__name__} import *", scope)
+    for name in namespace.__all__:
+        assert scope[name] is getattr(namespace, name)
 
 
 def test_no_exported_object_lives_in_a_private_name() -> None:
-    for name in distro.__all__:
-        assert not name.startswith("_") or name == "__version__", name
+    for namespace in NAMESPACES:
+        for name in namespace.__all__:
+            assert not name.startswith("_") or name == "__version__", name
+
+
+def test_service_authors_and_transport_authors_get_separate_namespaces() -> None:
+    # The contract lives in the kit only; the top level is what a service author uses.
+    for name in ("Transport", "Peer", "Listener", "Connection", "Capabilities", "hookimpl"):
+        assert name in kit.__all__
+        assert not hasattr(distro, name), name
+    assert not set(distro.__all__) & set(kit.__all__)
+    # The bundled transports are private: the public transports() is a function, not a package.
+    assert callable(distro.transports)
+    assert distro.transports()["memory"].transport.__module__.startswith("distro_core._")
 
 
 def _attribute_docstrings() -> dict[str, str]:
@@ -82,13 +104,17 @@ def _own_docstring(value: Any) -> str | None:
     return None  # a constant, alias or marker: its docstring follows its assignment
 
 
-@pytest.mark.parametrize("name", [n for n in distro.__all__ if n != "__version__"])
-def test_every_exported_name_has_a_docstring(name: str) -> None:
-    value = getattr(distro, name)
+@pytest.mark.parametrize(
+    ("namespace", "name"),
+    [(ns, n) for ns in NAMESPACES for n in ns.__all__ if n != "__version__"],
+    ids=[f"{ns.__name__}.{n}" for ns in NAMESPACES for n in ns.__all__ if n != "__version__"],
+)
+def test_every_exported_name_has_a_docstring(namespace: types.ModuleType, name: str) -> None:
+    value = getattr(namespace, name)
     doc = _own_docstring(value)
     if doc is None and not (inspect.isclass(value) or inspect.isfunction(value)):
         doc = _attribute_docstrings().get(name)
-    assert doc and doc.strip(), f"distro.{name} has no docstring"
+    assert doc and doc.strip(), f"{namespace.__name__}.{name} has no docstring"
 
 
 def _hooks() -> list[tuple[str, Any]]:

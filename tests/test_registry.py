@@ -1,6 +1,6 @@
 """Finding transports: create(), the registry, entry-point plugins and what goes wrong with them.
 
-Each test uses a fresh :class:`distro.Registry`. Plugins found by entry point come from real
+Each test uses a fresh :class:`distro_core.transport.Registry`. Plugins found by entry point come from real
 distributions made in a temporary directory (a ``*.dist-info`` with METADATA and
 entry_points.txt beside the plugin module) put on ``sys.path``, which is how
 ``importlib.metadata`` finds an installed package.
@@ -22,20 +22,21 @@ from typing import Any
 import pytest
 
 import distro_core as distro
+from distro_core import transport as kit
 from distro_core.testing import Recorder, wait_until
-from distro_core.transports.memory import MemoryTransport
+from distro_core._transports.memory import MemoryTransport
 
 BUNDLED = {"memory", "udp4", "udp6", "tcp"}
 
 # A working transport (the memory one under another name) in a plugin module of its own.
 PLUGIN = """
-import distro_core as distro
-from distro_core.transports.memory import MemoryTransport
+from distro_core import transport as kit
+from distro_core._transports.memory import MemoryTransport
 
 class {cls}(MemoryTransport):
     name = {name!r}
 
-@distro.hookimpl
+@kit.hookimpl
 def distro_register_transports():
     return [{cls}]
 """
@@ -57,7 +58,7 @@ def make_distribution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> MakeDi
         info = root / f"{dist.replace('-', '_')}-1.0.dist-info"
         info.mkdir(parents=True)
         (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.0\n")
-        lines = [f"[{distro.ENTRY_POINT_GROUP}]"]
+        lines = [f"[{kit.ENTRY_POINT_GROUP}]"]
         modules = []
         for ep_name, source in plugins.items():
             module = f"distro_test_plugin_{next(_unique)}"
@@ -79,7 +80,7 @@ def plugin_source(name: str) -> str:
 
 def hook_source(hook: str, body: str) -> str:
     """A plugin module whose ``hook`` function runs ``body``."""
-    return f"import distro_core as distro\n\n@distro.hookimpl\ndef {hook}():\n    {body}\n"
+    return f"from distro_core import transport as kit\n\n@kit.hookimpl\ndef {hook}():\n    {body}\n"
 
 
 class ListLogger:
@@ -113,7 +114,7 @@ def test_create_needs_a_transport() -> None:
 
 
 def test_an_unknown_name_lists_what_is_available_and_how_to_install() -> None:
-    registry = distro.Registry(entry_points=False)
+    registry = kit.Registry(entry_points=False)
     with pytest.raises(distro.TransportNotFound) as info:
         distro.create("carrier-pigeon", registry=registry)
     error = info.value
@@ -135,10 +136,11 @@ class NotATransport:
     name = "fake"
 
 
-class HalfTransport(distro.Transport, abc.ABC):
+class HalfTransport(kit.Transport, abc.ABC):
     name = "half"
+    api_version = kit.API_VERSION
 
-    async def listen(self, receiver: distro.Receiver) -> distro.Listener:
+    async def listen(self, receiver: kit.Receiver) -> kit.Listener:
         raise NotImplementedError
 
 
@@ -147,15 +149,40 @@ class FromTheFuture(MemoryTransport):
     api_version = 99
 
 
+class FromThePast(MemoryTransport):
+    name = "past"
+    api_version = 1
+
+
+class Unversioned(kit.Transport):
+    """A complete transport that does not declare the contract version it follows."""
+
+    name = "unversioned"
+
+    @classmethod
+    def from_options(cls, options: Any) -> Unversioned:
+        return cls()
+
+    async def listen(self, receiver: kit.Receiver) -> kit.Listener:
+        raise NotImplementedError
+
+    async def connect(
+        self, receiver: kit.ClientReceiver, target: tuple[str, int] | None = None
+    ) -> kit.Connection:
+        raise NotImplementedError
+
+
 @pytest.mark.parametrize(
     ("transport", "match"),
     [
         (42, "not int"),
         (object(), "not object"),
-        (int, "not a distro.Transport subclass"),
-        (NotATransport, "not a distro.Transport subclass"),
+        (int, "not a distro_core.transport.Transport subclass"),
+        (NotATransport, "not a distro_core.transport.Transport subclass"),
         (HalfTransport, "'half' does not implement connect"),
-        (FromTheFuture, "version 99.*speaks version 1"),
+        (FromTheFuture, "version 99.*speaks version 2"),
+        (FromThePast, "version 1.*speaks version 2.*Contract version 2"),
+        (Unversioned, "does not say which transport contract.*api_version = 2"),
     ],
 )
 def test_an_object_that_is_no_transport_is_a_clear_type_error(transport: Any, match: str) -> None:
@@ -173,7 +200,7 @@ async def test_create_takes_a_transport_class_that_is_registered_nowhere() -> No
     assert factory.name == "courier" and factory.transport is Courier
     assert await round_trip(factory) == "pong ada"
     with pytest.raises(distro.TransportNotFound):
-        distro.create("courier", registry=distro.Registry(entry_points=False))
+        distro.create("courier", registry=kit.Registry(entry_points=False))
 
 
 class CourierPlugin:
@@ -182,8 +209,8 @@ class CourierPlugin:
     class Courier(MemoryTransport):
         name = "courier"
 
-    @distro.hookimpl
-    def distro_register_transports(self) -> list[type[distro.Transport]]:
+    @kit.hookimpl
+    def distro_register_transports(self) -> list[type[kit.Transport]]:
         return [self.Courier]
 
 
@@ -195,8 +222,8 @@ async def test_create_takes_a_plugin_object_with_one_transport() -> None:
 
 def test_a_plugin_object_with_several_transports_is_refused() -> None:
     class Two:
-        @distro.hookimpl
-        def distro_register_transports(self) -> list[type[distro.Transport]]:
+        @kit.hookimpl
+        def distro_register_transports(self) -> list[type[kit.Transport]]:
             return [CourierPlugin.Courier, MemoryTransport]
 
     with pytest.raises(distro.PluginError, match="provides 2 transports"):
@@ -245,12 +272,12 @@ def test_a_standard_library_logger_is_taken_as_it_is() -> None:
 
 
 def test_transports_lists_the_bundled_ones_as_distro_core() -> None:
-    available = distro.transports(registry=distro.Registry(entry_points=False))
+    available = distro.transports(registry=kit.Registry(entry_points=False))
     assert set(available) == BUNDLED
     for name, info in available.items():
         assert info.name == name == info.transport.name
         assert info.distribution == "distro-core"
-        assert issubclass(info.transport, distro.Transport)
+        assert issubclass(info.transport, kit.Transport)
     with pytest.raises(TypeError):
         available["mine"] = available["memory"]  # type: ignore[index]
 
@@ -263,7 +290,7 @@ def test_transports_of_the_default_registry_include_the_bundled_ones() -> None:
 
 async def test_an_installed_plugin_is_found_by_name(make_distribution: MakeDistribution) -> None:
     make_distribution("distro-carrier", {"carrier": plugin_source("carrier")})
-    registry = distro.Registry()
+    registry = kit.Registry()
     factory = distro.create("carrier", registry=registry)
     assert factory.name == "carrier"
     assert await round_trip(factory) == "pong ada"
@@ -278,7 +305,7 @@ def test_entry_points_are_loaded_only_when_a_name_is_not_bundled(
     marker = tmp_path / "imported"
     source = f"from pathlib import Path\nPath({str(marker)!r}).write_text('yes')\n"
     [module] = make_distribution("distro-watched", {"carrier": source + plugin_source("carrier")})
-    registry = distro.Registry()
+    registry = kit.Registry()
     assert distro.create("memory", registry=registry).name == "memory"
     assert distro.create("tcp", registry=registry).name == "tcp"
     assert not marker.exists() and module not in sys.modules
@@ -312,12 +339,12 @@ def test_two_plugins_claiming_one_name_are_refused_naming_both(
 ) -> None:
     make_distribution("distro-twin-a", {"twin-a": plugin_source("twin")})
     make_distribution("distro-twin-b", {"twin-b": plugin_source("twin")})
-    registry = distro.Registry()
+    registry = kit.Registry()
     with pytest.raises(distro.DuplicateTransport) as info:
         distro.create("twin", registry=registry)
     assert isinstance(info.value, distro.PluginError) and isinstance(info.value, TypeError)
     assert "distro-twin-a" in str(info.value) and "distro-twin-b" in str(info.value)
-    with pytest.warns(distro.PluginWarning, match="'twin' is claimed by") as caught:
+    with pytest.warns(kit.PluginWarning, match="'twin' is claimed by") as caught:
         available = distro.transports(registry=registry)
     assert all(dist in str(caught[0].message) for dist in ("distro-twin-a", "distro-twin-b"))
     assert "twin" not in available and "memory" in available
@@ -327,9 +354,9 @@ def test_a_plugin_claiming_a_bundled_name_is_ignored_with_a_warning_before_and_a
     make_distribution: MakeDistribution,
 ) -> None:
     make_distribution("distro-impostor", {"impostor": plugin_source("memory")})
-    registry = distro.Registry()
+    registry = kit.Registry()
     assert distro.create("memory", registry=registry).transport is MemoryTransport
-    with pytest.warns(distro.PluginWarning, match="distro-impostor.*'memory'.*ignored"):
+    with pytest.warns(kit.PluginWarning, match="distro-impostor.*'memory'.*ignored"):
         available = distro.transports(registry=registry)
     assert available["memory"].distribution == "distro-core"
     # Entry points are loaded now; the bundled transport still answers to its name.
@@ -341,8 +368,8 @@ def test_a_plugin_that_fails_to_import_is_named_in_a_warning_and_the_rest_work(
 ) -> None:
     make_distribution("distro-broken", {"broken": "raise ImportError('needs libpigeon.so')\n"})
     make_distribution("distro-fine", {"fine": plugin_source("fine")})
-    registry = distro.Registry()
-    with pytest.warns(distro.PluginWarning) as caught:
+    registry = kit.Registry()
+    with pytest.warns(kit.PluginWarning) as caught:
         factory = distro.create("fine", registry=registry)
     [warning] = [w for w in caught if "broken" in str(w.message)]
     text = str(warning.message)
@@ -357,12 +384,12 @@ def test_a_plugin_whose_hook_raises_or_returns_junk_is_skipped_with_a_warning(
     raising = hook_source("distro_register_transports", "raise RuntimeError('no config')")
     junk = hook_source("distro_register_transports", "return [42]")
     make_distribution("distro-raising", {"raising": raising, "junk": junk})
-    registry = distro.Registry()
-    with pytest.warns(distro.PluginWarning) as caught:
+    registry = kit.Registry()
+    with pytest.warns(kit.PluginWarning) as caught:
         available = distro.transports(registry=registry)
     texts = [str(w.message) for w in caught]
     assert any("'raising'" in t and "no config" in t for t in texts), texts
-    assert any("'junk'" in t and "not a distro.Transport subclass" in t for t in texts), texts
+    assert any("'junk'" in t and "not a distro_core.transport.Transport subclass" in t for t in texts), texts
     assert set(available) >= BUNDLED
 
 
@@ -370,27 +397,27 @@ def test_a_plugin_with_a_misspelt_hook_is_refused(make_distribution: MakeDistrib
     misspelt = hook_source("distro_register_transport", "return []")
 
     class Direct:
-        @distro.hookimpl
-        def distro_register_transport(self) -> list[type[distro.Transport]]:
+        @kit.hookimpl
+        def distro_register_transport(self) -> list[type[kit.Transport]]:
             return []
 
     with pytest.raises(distro.PluginError, match="unknown hook"):
-        distro.Registry(entry_points=False).register(Direct())
+        kit.Registry(entry_points=False).register(Direct())
     make_distribution("distro-misspelt", {"misspelt": misspelt})
-    with pytest.warns(distro.PluginWarning, match="'misspelt'.*unknown hook"):
-        distro.transports(registry=distro.Registry())
+    with pytest.warns(kit.PluginWarning, match="'misspelt'.*unknown hook"):
+        distro.transports(registry=kit.Registry())
 
 
 def test_a_transport_for_another_contract_version_is_refused_naming_the_version() -> None:
     class Future:
-        @distro.hookimpl
-        def distro_register_transports(self) -> list[type[distro.Transport]]:
+        @kit.hookimpl
+        def distro_register_transports(self) -> list[type[kit.Transport]]:
             return [FromTheFuture]
 
-    registry = distro.Registry(entry_points=False)
+    registry = kit.Registry(entry_points=False)
     registry.register(Future(), name="future-plugin", distribution="distro-future")
     with (
-        pytest.warns(distro.PluginWarning, match="distro-future.*version 99"),
+        pytest.warns(kit.PluginWarning, match="distro-future.*version 99"),
         pytest.raises(distro.TransportNotFound),
     ):
         distro.create("future", registry=registry)

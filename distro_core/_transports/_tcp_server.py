@@ -17,15 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections import deque
+from collections.abc import Callable
 
 from .._exceptions import ConnectionError, TransportError
 from ..framing import FrameDecoder, FrameTooLarge, FramingError
-from ..transport import Listener, Peer, Receiver, map_error
+from ..transport import FrameInlet, Listener, Peer, Receiver, WriteBatcher, map_error
 
 __all__ = [
     "CLOSE_GRACE",
-    "FLUSH_AT",
     "READ_SIZE",
     "FrameWriter",
     "TcpListener",
@@ -35,9 +34,6 @@ __all__ = [
 
 CLOSE_GRACE = 1.0
 """Seconds a closing connection may take to flush its writes before it is aborted."""
-
-FLUSH_AT = 65536
-"""Bytes of frames queued within one loop iteration after which they are written at once."""
 
 READ_SIZE = 65536
 """The most bytes one read takes from a socket (the size of the reused read buffer)."""
@@ -69,63 +65,54 @@ class FrameWriter(asyncio.BufferedProtocol):
     """Writes frames to one connection; the base of both sides' protocols, which read into a
     reused buffer (``get_buffer`` and ``buffer_updated``).
 
-    The first frame written in a loop iteration goes out at once as one ``write`` of a joined
-    copy (for a few hundred bytes the copy is cheaper than a second ``write`` and its second
-    system call). Frames written after it in the same iteration are queued and joined into one
-    ``write`` when the iteration ends, or sooner past :data:`FLUSH_AT` bytes or under write
-    back-pressure: a burst costs one system call, not one per message.
+    Writes go through the kit's :class:`~distro_core.transport.WriteBatcher`: the first frame
+    written in a loop iteration goes out at once as one ``write`` of a joined copy (for a few
+    hundred bytes the copy is cheaper than a second ``write`` and its second system call);
+    frames written after it in the same iteration are joined into one ``write`` when the
+    iteration ends, or sooner past :data:`FLUSH_AT` bytes or under write back-pressure: a burst
+    costs one system call, not one per message.
     """
 
     transport: asyncio.Transport
+    write_frame: Callable[[bytes], None]
+    """Write one frame (without its newline); the caller checked the connection is open."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self.write_paused = False
-        self.corked = False
-        self.queued: list[bytes] = []
-        self.queued_size = 0
+        self.batcher = WriteBatcher(loop, self._write_joined, first=self._write_one)
+        self.write_frame = self.batcher.write  # one call per frame, no wrapper
         self.lost: asyncio.Future[None] = loop.create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
 
-    def write_frame(self, data: bytes) -> None:
-        """Write ``data`` and its newline (the caller checked the connection is open)."""
-        if self.corked:
-            self.queued.append(data)
-            self.queued_size += len(data)
-            if self.queued_size >= FLUSH_AT or self.write_paused:
-                self.flush()
-        else:
-            self.transport.write(data + _NL)
-            self.corked = True
-            self.loop.call_soon(self._uncork)
+    def _write_one(self, data: bytes) -> None:
+        self.transport.write(data + _NL)
 
-    def _uncork(self) -> None:
-        self.corked = False
-        if self.queued:
-            self.flush()
-
-    def flush(self) -> None:
-        """Write the queued frames now, with one ``write``."""
-        queued = self.queued
-        if not queued:
-            return
-        self.queued = []
-        self.queued_size = 0
+    def _write_joined(self, queued: list[bytes]) -> None:
         if not self.transport.is_closing():  # else lost with the connection, as unsent bytes are
             queued.append(b"")  # so that the join ends with a newline, without another copy
             self.transport.write(_NL.join(queued))
 
+    @property
+    def write_paused(self) -> bool:
+        """Whether the socket pushes back."""
+        return self.batcher.write_paused
+
+    def flush(self) -> None:
+        """Write the queued frames now, with one ``write``."""
+        self.batcher.flush()
+
     def pause_writing(self) -> None:
-        self.write_paused = True
+        self.batcher.pause_writing()
 
     def resume_writing(self) -> None:
-        self.write_paused = False
+        self.batcher.resume_writing()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.queued = []
+        if self.batcher.error is None:
+            self.batcher.lost(ConnectionError(f"tcp: the connection is closed ({exc})"))
         if not self.lost.done():
             self.lost.set_result(None)
 
@@ -160,12 +147,11 @@ class ServerProtocol(FrameWriter):
         super().__init__(listener.loop)
         self._listener = listener
         self._receiver = listener.receiver
-        self._deliver = listener.receiver.frame_received
+        self._inlet = FrameInlet(listener.receiver)
         self._decoder = FrameDecoder(listener.max_frame_size)
         self._read_buffer = listener.read_buffer
         self._peer = TcpPeer(None, self)
         self._reading_paused = False
-        self._held: deque[bytes] = deque()
         self.limit = listener.max_frame_size
         self.where = "?"
 
@@ -190,27 +176,14 @@ class ServerProtocol(FrameWriter):
         try:
             frames = self._decoder.feed_from(self._read_buffer, nbytes)
         except FramingError as exc:
-            self._take(exc.frames)
+            self._inlet.deliver_all(exc.frames, self._peer)
             reason = "too_large" if isinstance(exc, FrameTooLarge) else "invalid"
             self._receiver.frame_dropped(reason, f"tcp peer {self.where}: {exc}; disconnected")
             self.transport.abort()
             return
-        self._take(frames)
-
-    def _take(self, frames: list[bytes]) -> None:
-        if self._reading_paused or self._held:
-            self._held.extend(frames)
-            return
-        deliver = self._deliver
-        peer = self._peer
-        remaining = iter(frames)
-        for frame in remaining:
-            deliver(frame, peer)
-            if self._reading_paused:
-                # The core paused mid-chunk: keep the rest here rather than overfill its
-                # backlog; they go first when reading resumes.
-                self._held.extend(remaining)
-                return
+        # If the core pauses mid-chunk, the inlet keeps the rest rather than overfill its
+        # backlog; they go first when reading resumes.
+        self._inlet.deliver_all(frames, self._peer)
 
     def eof_received(self) -> bool | None:
         self._end_of_stream()
@@ -219,7 +192,7 @@ class ServerProtocol(FrameWriter):
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
         self._end_of_stream()
-        if not self._held:  # else kept until the frames it holds are delivered on resume
+        if not self._inlet.held:  # else kept until the frames it holds are delivered on resume
             self._listener.connections.discard(self)
 
     def _end_of_stream(self) -> None:
@@ -240,7 +213,8 @@ class ServerProtocol(FrameWriter):
 
     def update_reading(self) -> None:
         """Pause or resume reading to match the listener's and this connection's state."""
-        if self.write_paused or self._listener.paused:
+        if self.batcher.write_paused or self._listener.paused:
+            self._inlet.pause()
             if not self._reading_paused:
                 self._reading_paused = True
                 self.transport.pause_reading()  # a no-op once the transport is closing
@@ -248,11 +222,8 @@ class ServerProtocol(FrameWriter):
         if not self._reading_paused:
             return
         self._reading_paused = False
-        held = self._held
-        while held:
-            self._deliver(held.popleft(), self._peer)
-            if self._reading_paused:
-                return  # the core paused again while taking them
+        if not self._inlet.resume():
+            return  # the core paused again while taking the held frames
         if self.lost.done():
             self._listener.connections.discard(self)
         else:

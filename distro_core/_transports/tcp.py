@@ -23,7 +23,6 @@ as on any TCP socket; the connection is then reset and pending requests fail at 
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
@@ -60,7 +59,6 @@ class _ClientProtocol(FrameWriter):
         self._deliver = connection.receiver.frame_received
         self._decoder = FrameDecoder(connection.max_frame_size)
         self._read_buffer = connection.read_buffer
-        self._drain_waiters: deque[asyncio.Future[None]] = deque()
         self._error: BaseException | None = None
         self.notified = False
 
@@ -83,7 +81,6 @@ class _ClientProtocol(FrameWriter):
             deliver(frame)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        super().connection_lost(exc)
         error: BaseException
         if self._error is not None:
             error = self._error
@@ -93,34 +90,9 @@ class _ClientProtocol(FrameWriter):
         else:
             error = ConnectionError(f"tcp: server {self._connection.where} closed the connection")
         self._error = error
-        self._wake_drainers(error)
+        self.batcher.lost(error)  # a sender waiting in drain() gets this error
+        super().connection_lost(exc)
         self._connection.lost(self, error)
-
-    def resume_writing(self) -> None:
-        super().resume_writing()
-        self._wake_drainers(None)
-
-    def _wake_drainers(self, error: BaseException | None) -> None:
-        while self._drain_waiters:
-            waiter = self._drain_waiters.popleft()
-            if waiter.done():
-                continue
-            if error is None:
-                waiter.set_result(None)
-            else:
-                waiter.set_exception(error)
-
-    async def drain(self) -> None:
-        """Wait until the write buffer is below its low-water mark again.
-
-        :raises ConnectionError: the connection was lost meanwhile.
-        """
-        if self._error is not None:
-            raise self._error
-        if self.write_paused:
-            waiter: asyncio.Future[None] = self.loop.create_future()
-            self._drain_waiters.append(waiter)
-            await waiter
 
 
 class _TcpConnection(Connection):
@@ -173,8 +145,8 @@ class _TcpConnection(Connection):
         if _NL in data:
             raise MessageError(f"message {message.id} holds a raw newline; it cannot be framed")
         protocol.write_frame(data)
-        if protocol.write_paused:
-            await protocol.drain()
+        if protocol.batcher.write_paused:
+            await protocol.batcher.drain()
 
     async def _reconnect(self, old: _ClientProtocol | None) -> _ClientProtocol:
         if self._closed:

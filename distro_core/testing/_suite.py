@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 import pytest
 
 import distro_core as distro
+from distro_core import transport as kit
 
 from ._helpers import Recorder, wait_until
 
@@ -31,7 +32,7 @@ class TransportSuite:
         is not sent to third parties by default (never contacted by a correct server).
     """
 
-    transport: ClassVar[str | type[distro.Transport]]
+    transport: ClassVar[str | type[kit.Transport]]
     foreign_ack_address: ClassVar[str] = "127.0.0.2"
 
     # -- configuration a transport's test class may override ------------------------------
@@ -68,7 +69,7 @@ class TransportSuite:
             yield server, client
 
     @staticmethod
-    def caps(factory: distro.Factory) -> distro.Capabilities:
+    def caps(factory: distro.Factory) -> kit.Capabilities:
         """The capabilities of the transport under test."""
         return factory.transport.capabilities
 

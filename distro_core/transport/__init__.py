@@ -58,13 +58,12 @@ from ._options import Options
 
 __all__ = [
     "API_VERSION",
-    "ENTRY_POINT_GROUP",
-    "FLUSH_AT",
-    "UNREACHABLE_ERRNOS",
     "Capabilities",
     "ClientReceiver",
     "Connection",
+    "ENTRY_POINT_GROUP",
     "ErrorTable",
+    "FLUSH_AT",
     "FrameInlet",
     "Listener",
     "Options",
@@ -78,6 +77,7 @@ __all__ = [
     "Segment",
     "Transport",
     "TransportInfo",
+    "UNREACHABLE_ERRNOS",
     "WriteBatcher",
     "hookimpl",
     "hookspec",

@@ -76,9 +76,8 @@ def map_error(
     code = getattr(exc, "errno", None)
     if code == errno.EADDRINUSE:
         return AddressInUse(text)
-    if (
-        isinstance(exc, (builtins.ConnectionError, builtins.TimeoutError))
-        or code in frozenset(unreachable)
+    if isinstance(exc, (builtins.ConnectionError, builtins.TimeoutError)) or code in frozenset(
+        unreachable
     ):
         return ConnectionError(text)
     return TransportError(text)
