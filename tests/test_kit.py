@@ -238,7 +238,7 @@ async def test_batcher_drain_waits_for_resume_and_fails_when_lost() -> None:
     batcher.resume_writing()
     await asyncio.wait_for(waiting, 1)
     batcher.pause_writing()
-    with pytest.raises(distro.ConnectionError, match="took no data for 0.01s"):
+    with pytest.raises(distro.ConnectionError, match=r"took no data for 0\.01s"):
         await batcher.drain(timeout=0.01)
     waiting = asyncio.ensure_future(batcher.drain())
     await asyncio.sleep(0)

@@ -1,6 +1,7 @@
 """Finding transports: create(), the registry, entry-point plugins and what goes wrong with them.
 
-Each test uses a fresh :class:`distro_core.transport.Registry`. Plugins found by entry point come from real
+Each test uses a fresh :class:`distro_core.transport.Registry`. Plugins found by entry point
+come from real
 distributions made in a temporary directory (a ``*.dist-info`` with METADATA and
 entry_points.txt beside the plugin module) put on ``sys.path``, which is how
 ``importlib.metadata`` finds an installed package.
@@ -23,8 +24,8 @@ import pytest
 
 import distro_core as distro
 from distro_core import transport as kit
-from distro_core.testing import Recorder, wait_until
 from distro_core._transports.memory import MemoryTransport
+from distro_core.testing import Recorder, wait_until
 
 BUNDLED = {"memory", "udp4", "udp6", "tcp"}
 
@@ -389,7 +390,8 @@ def test_a_plugin_whose_hook_raises_or_returns_junk_is_skipped_with_a_warning(
         available = distro.transports(registry=registry)
     texts = [str(w.message) for w in caught]
     assert any("'raising'" in t and "no config" in t for t in texts), texts
-    assert any("'junk'" in t and "not a distro_core.transport.Transport subclass" in t for t in texts), texts
+    not_one = "not a distro_core.transport.Transport subclass"
+    assert any("'junk'" in t and not_one in t for t in texts), texts
     assert set(available) >= BUNDLED
 
 
