@@ -13,7 +13,7 @@ import ipaddress
 from . import _protocol
 from ._exceptions import DistroError
 from ._message import Message
-from ._transport import Connection, Peer, Transport
+from ._transport import Connection, Peer, RequestFailure, Transport
 
 __all__ = ["MAX_LINKS", "Acknowledger"]
 
@@ -28,6 +28,9 @@ class _Sink:
         pass
 
     def connection_lost(self, exc: BaseException | None) -> None:
+        pass
+
+    def request_failed(self, request_id: str, failure: RequestFailure, detail: str) -> None:
         pass
 
 

@@ -483,6 +483,101 @@ class TransportSuite:
         with pytest.raises(distro.StateError):
             await client.send(distro.message({"uri": "/x"}))
 
+    # -- the transport contract itself (no Server or Client in between) --------------------
+
+    @asynccontextmanager
+    async def raw_link(
+        self, factory: distro.Factory
+    ) -> AsyncIterator[tuple[kit.Listener, kit.Connection, _RawServer, _RawClient]]:
+        """A listener and a connection to it, made straight from the transport, with recording
+        receivers in place of the core's Server and Client."""
+        core = _RawServer()
+        listener = await factory.transport.from_options(self.server_options(factory)).listen(core)
+        try:
+            stand_in = type("S", (), {"address": listener.address})()
+            options = self.client_options(factory, stand_in)
+            back = _RawClient()
+            connection = await factory.transport.from_options(options).connect(back)
+            try:
+                yield listener, connection, core, back
+            finally:
+                await asyncio.wait_for(connection.aclose(), 10)
+        finally:
+            await asyncio.wait_for(listener.aclose(), 10)
+
+    async def test_contract_frames_arrive_whole_with_a_peer(self, factory: distro.Factory) -> None:
+        async with self.raw_link(factory) as (_, connection, core, _):
+            sent = [distro.message({"uri": "/contract", "verb": "POST"}, i) for i in range(20)]
+            for msg in sent:
+                await connection.send(msg.to_bytes(), msg)
+            await wait_until(lambda: len(core.frames) >= 20, what="20 frames at the listener")
+            assert sorted(f for f, _ in core.frames) == sorted(m.to_bytes() for m in sent)
+            for _, peer in core.frames:
+                assert isinstance(peer, kit.Peer)
+                assert peer.host is None or isinstance(peer.host, str)
+            if self.caps(factory).ordered:
+                assert [f for f, _ in core.frames] == [m.to_bytes() for m in sent]
+
+    async def test_contract_closing_twice_is_harmless_and_bounded(
+        self, factory: distro.Factory
+    ) -> None:
+        async with self.raw_link(factory) as (listener, connection, _, _):
+            await asyncio.wait_for(connection.aclose(), 10)
+            await asyncio.wait_for(connection.aclose(), 10)
+            await asyncio.wait_for(listener.aclose(), 10)
+            await asyncio.wait_for(listener.aclose(), 10)
+        # ...and a third time, by raw_link's own clean-up, without error.
+
+    async def test_contract_send_after_close_is_a_transport_error(
+        self, factory: distro.Factory
+    ) -> None:
+        async with self.raw_link(factory) as (_, connection, _, _):
+            await connection.aclose()
+            msg = distro.message({"uri": "/contract", "verb": "POST"})
+            # Neither silence nor a bare OSError or library exception: a distro error.
+            with pytest.raises(distro.TransportError):
+                await asyncio.wait_for(connection.send(msg.to_bytes(), msg), 10)
+            with pytest.raises(distro.TransportError):
+                data = msg.to_bytes()[:-1] + b',"x":1}'
+                await asyncio.wait_for(connection.request(data, msg), 10)
+
+    async def test_contract_pause_holds_frames_and_resume_delivers_them_all(
+        self, factory: distro.Factory
+    ) -> None:
+        async with self.raw_link(factory) as (listener, connection, core, _):
+            first = distro.message({"uri": "/contract", "verb": "POST"}, "first")
+            await connection.send(first.to_bytes(), first)
+            await wait_until(lambda: len(core.frames) == 1, what="the first frame")
+            listener.pause_reading()
+            sent = [distro.message({"uri": "/contract", "verb": "POST"}, i) for i in range(10)]
+            for msg in sent:
+                await connection.send(msg.to_bytes(), msg)
+            # A negative check needs a window: while paused, nothing may come through.
+            await asyncio.sleep(0.2)
+            assert len(core.frames) == 1, "frames were delivered while reading was paused"
+            listener.resume_reading()
+            await wait_until(lambda: len(core.frames) == 11, what="the held frames after resume")
+            got = [f for f, _ in core.frames[1:]]
+            if self.caps(factory).ordered:
+                assert got == [m.to_bytes() for m in sent]
+            else:
+                assert sorted(got) == sorted(m.to_bytes() for m in sent)
+
+    async def test_contract_settle_is_safe_and_per_frame_where_peers_settle(
+        self, factory: distro.Factory
+    ) -> None:
+        async with self.raw_link(factory) as (_, connection, core, _):
+            for i in range(3):
+                msg = distro.message({"uri": "/contract", "verb": "POST"}, i)
+                await connection.send(msg.to_bytes(), msg)
+            await wait_until(lambda: len(core.frames) == 3, what="3 frames")
+            peers = [peer for _, peer in core.frames]
+            if any(peer.settles for peer in peers):
+                # Settling acknowledges one delivery: a settling peer stands for one frame.
+                assert len({id(peer) for peer in peers}) == 3
+            for peer, outcome in zip(peers, kit.Outcome, strict=True):
+                peer.settle(outcome)  # never raises, never blocks
+
     # -- blocking entry points -------------------------------------------------------------
 
     async def test_server_run_serves_until_sigint_then_closes(
@@ -538,3 +633,39 @@ class TransportSuite:
                 await proc.wait()
         assert proc.returncode == 0, err.decode()
         assert out.decode().startswith("closed"), (out, err)
+
+
+class _RawServer:
+    """Records what a listener hands the core (a stand-in for :class:`distro.Server`)."""
+
+    def __init__(self) -> None:
+        self.frames: list[tuple[bytes, kit.Peer]] = []
+        self.dropped: list[tuple[str, str]] = []
+
+    def frame_received(self, data: bytes, peer: kit.Peer) -> None:
+        self.frames.append((data, peer))
+
+    def frame_dropped(self, reason: str, detail: str) -> None:
+        self.dropped.append((reason, detail))
+
+    # Pub/sub transports subscribe by route: a catch-all makes them take everything.
+    routes: tuple[kit.RouteInfo, ...] = ()
+    has_catch_all = True
+
+
+class _RawClient:
+    """Records what a connection hands the core (a stand-in for :class:`distro.Client`)."""
+
+    def __init__(self) -> None:
+        self.frames: list[bytes] = []
+        self.lost: list[BaseException | None] = []
+        self.failed: list[tuple[str, kit.RequestFailure, str]] = []
+
+    def frame_received(self, data: bytes) -> None:
+        self.frames.append(data)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.lost.append(exc)
+
+    def request_failed(self, request_id: str, failure: kit.RequestFailure, detail: str) -> None:
+        self.failed.append((request_id, failure, detail))
