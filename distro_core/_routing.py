@@ -78,10 +78,17 @@ def _segments(pattern: str) -> tuple[list[str], tuple[str, ...]]:
 class Router(Generic[H]):
     """Maps (verb, uri) to the route whose handlers should receive a message."""
 
-    __slots__ = ("_memo", "_routes", "_static", "_trees", "catch_all")
+    __slots__ = ("_memo", "_memo_bytes", "_routes", "_static", "_trees", "catch_all")
 
     #: How many parameterised uris per verb are remembered after a tree walk.
     MEMO_SIZE = 4096
+    #: Roughly how many bytes the remembered matches may hold, all verbs together: the memo is
+    #: bounded in memory, not only in count (2,000 distinct 100 KB uris would otherwise hold
+    #: hundreds of MiB).
+    MEMO_BYTES = 4 * 1024 * 1024
+    #: Longer uris are walked every time (the walk costs little next to their parsing).
+    MEMO_MAX_URI = 512
+    _ENTRY_OVERHEAD = 256  # dict slot, tuple, strings' headers: an estimate on the safe side
 
     def __init__(self) -> None:
         self._memo: dict[str, dict[str, tuple[Route[H], tuple[tuple[str, str], ...]]]] = {
@@ -89,6 +96,7 @@ class Router(Generic[H]):
         }
         self._static: dict[str, dict[str, Route[H]]] = {verb: {} for verb in VERBS}
         self._trees: dict[str, _Node[H]] = {verb: _Node() for verb in VERBS}
+        self._memo_bytes = 0
         self._routes: list[Route[H]] = []
         self.catch_all: tuple[H, ...] = ()
         """Handlers that receive every message, in registration order."""
@@ -129,9 +137,13 @@ class Router(Generic[H]):
                 )
             route = node.route
         route.handlers = (*route.handlers, handler)
+        self._forget()
+        return route
+
+    def _forget(self) -> None:
         for memo in self._memo.values():
             memo.clear()
-        return route
+        self._memo_bytes = 0
 
     def add_catch_all(self, handler: H) -> None:
         """Register ``handler`` for every message."""
@@ -166,9 +178,12 @@ class Router(Generic[H]):
             if found is not None:
                 route, values = found
                 pairs = tuple(zip(route.param_names, values, strict=True))
-                if len(memo) >= self.MEMO_SIZE:
-                    memo.clear()  # a flood of distinct uris must not grow memory
-                memo[uri] = (route, pairs)
+                if len(uri) <= self.MEMO_MAX_URI:
+                    cost = 2 * len(uri) + self._ENTRY_OVERHEAD  # the key, the values, overhead
+                    if len(memo) >= self.MEMO_SIZE or self._memo_bytes + cost > self.MEMO_BYTES:
+                        self._forget()  # a flood of distinct uris must not grow memory
+                    memo[uri] = (route, pairs)
+                    self._memo_bytes += cost
                 return route, dict(pairs)
         return None, _NO_PARAMS
 

@@ -325,6 +325,28 @@ def test_remembered_matches_stay_bounded_and_correct() -> None:
     assert router.match("GET", "/u/0")[1] == {"id": "0"}
 
 
+def test_remembered_matches_are_bounded_in_bytes_not_only_in_count() -> None:
+    # 2,000 distinct uris of 100 KB held 382 MiB when the memo was capped by count alone.
+    import tracemalloc
+
+    router: Router[int] = Router()
+    router.add("GET", "/u/{id}", 1)
+    router.add("GET", "/v/{id}", 2)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for n in range(2000):
+            uri = f"/u/{n}{'x' * 100_000}" if n % 2 else f"/v/{n:0300d}"
+            route, params = router.match("GET", uri)
+            assert route is not None and params["id"] == uri[3:]
+            del route, params, uri
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert held < Router.MEMO_BYTES + 1024 * 1024, f"the memo holds {held / 2**20:.1f} MiB"
+    assert sum(len(m) for m in router._memo.values()) > 0  # short uris are still remembered
+
+
 def _counting_walks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     calls = [0]
     walk = _routing._walk
