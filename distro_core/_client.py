@@ -7,7 +7,9 @@ import asyncio
 import concurrent.futures
 import enum
 import logging
+import math
 import threading
+from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -32,6 +34,9 @@ __all__ = ["Client", "SyncClient"]
 
 T = TypeVar("T")
 
+DEFAULT_MAX_PENDING = 10_000
+"""How many requests one client lets wait for replies at once, by default."""
+
 
 class _State(enum.Enum):
     UNOPENED = "unopened"
@@ -47,10 +52,19 @@ class Client:
 
     :param transport: the transport instance, made from the user's client options.
     :param logger: where unexpected input is logged.
+    :param max_pending: how many requests may wait for replies at once; a request past it waits
+        (within its own timeout) until another one ends, so a burst cannot grow memory without
+        bound.
     """
 
-    def __init__(self, transport: Transport, *, logger: Logger) -> None:
+    def __init__(
+        self, transport: Transport, *, logger: Logger, max_pending: int = DEFAULT_MAX_PENDING
+    ) -> None:
+        if type(max_pending) is not int or max_pending < 1:
+            raise ValueError(f"max_pending must be a positive integer, got {max_pending!r}")
         self.transport = transport
+        self._max_pending = max_pending
+        self._slot_waiters: deque[asyncio.Future[None]] = deque()
         self._logger = logger
         self._quiet = RateLimitedLog(logger)
         self._state = _State.UNOPENED
@@ -120,32 +134,67 @@ class Client:
     async def request(self, msg: Message, timeout: float = 5.0) -> Message:
         """Send ``msg`` as a request and wait for the reply.
 
-        :param timeout: seconds to wait for the reply.
+        :param timeout: seconds to wait for the reply (a positive, finite number).
         :returns: the reply; its payload is the handler's return value.
-        :raises RequestTimeout: no reply within ``timeout``.
+        :raises TypeError, ValueError: ``timeout`` is not a positive finite number.
+        :raises RequestTimeout: no reply within ``timeout`` (time spent waiting for a free slot
+            under ``max_pending`` counts).
         :raises RemoteError: the handler raised, or no handler matched.
         :raises MessageTooLarge, TransportError: as for :meth:`send`.
         """
         conn = self._link()
         if not isinstance(msg, Message):
             raise TypeError(f"request() takes a distro Message, got {type(msg).__name__}")
+        if type(timeout) is not float and type(timeout) is not int:
+            raise TypeError(f"timeout must be a number of seconds, got {timeout!r}")
+        if not 0 < timeout < math.inf:
+            raise ValueError(f"timeout must be a positive finite number of seconds, got {timeout}")
         if not self._can_request:
             raise DistroError(f"transport {self.transport.name!r} does not support request/reply")
         data = _protocol.as_request(msg, conn.reply_to)
         self._check_size(data)
         loop = self._loop  # kept from open(): get_running_loop() costs a getpid system call
+        if len(self._pending) >= self._max_pending:
+            timeout = await self._wait_for_slot(msg, timeout)
         future: asyncio.Future[Any] = loop.create_future()
         self._pending.add(msg.id, future)
-        timer = loop.call_later(timeout, _expire, future, msg.id, timeout)
         try:
-            await conn.request(data, msg)
-            reply: Message = await future
-            return reply
+            timer = loop.call_later(timeout, _expire, future, msg.id, timeout)
+            try:
+                await conn.request(data, msg)
+                reply: Message = await future
+                return reply
+            finally:
+                timer.cancel()
         except _Unanswerable as exc:
             raise exc.error_for(msg) from None
         finally:
-            timer.cancel()
             self._pending.pop(msg.id)
+            if self._slot_waiters:
+                self._wake_one()
+
+    async def _wait_for_slot(self, msg: Message, timeout: float) -> float:
+        """Wait until fewer than ``max_pending`` requests are pending; returns the time left."""
+        loop = self._loop
+        deadline = loop.time() + timeout
+        while len(self._pending) >= self._max_pending:
+            left = deadline - loop.time()
+            if left <= 0:
+                raise RequestTimeout(msg.id, timeout)
+            waiter: asyncio.Future[None] = loop.create_future()
+            self._slot_waiters.append(waiter)
+            try:
+                await asyncio.wait_for(waiter, left)
+            except asyncio.TimeoutError:
+                raise RequestTimeout(msg.id, timeout) from None
+        return max(deadline - loop.time(), 1e-3)
+
+    def _wake_one(self) -> None:
+        while self._slot_waiters:
+            waiter = self._slot_waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
 
     # -- the ClientReceiver protocol (called by the transport) -----------------------------
 

@@ -18,6 +18,7 @@ from ._transport import Transport
 __all__ = ["Factory", "create", "transports"]
 
 _SERVER_OPTIONS = ("max_concurrency", "close_timeout", "ack_any_address")
+_CLIENT_OPTIONS = ("max_pending",)
 
 
 def _merge(info: Mapping[str, Any] | None, options: dict[str, Any]) -> dict[str, Any]:
@@ -57,14 +58,24 @@ class Factory:
         return Server(self.transport.from_options(merged), logger=self.logger, **own)
 
     def client(self, info: Mapping[str, Any] | None = None, /, **options: Any) -> Client:
-        """Make a client (not yet open) for the server the options name."""
-        return Client(self.transport.from_options(_merge(info, options)), logger=self.logger)
+        """Make a client (not yet open) for the server the options name.
+
+        Options are the transport's plus the client's own: ``max_pending`` (see
+        :class:`Client`).
+        """
+        merged = _merge(info, options)
+        own = {key: merged.pop(key) for key in _CLIENT_OPTIONS if key in merged}
+        return Client(self.transport.from_options(merged), logger=self.logger, **own)
 
     def sync_client(self, info: Mapping[str, Any] | None = None, /, **options: Any) -> SyncClient:
         """Make a blocking client (not yet open) for the server the options name."""
         merged = _merge(info, options)
-        self.transport.from_options(merged)  # check the options now, not in the background thread
-        return SyncClient(lambda: Client(self.transport.from_options(merged), logger=self.logger))
+        own = {key: merged.pop(key) for key in _CLIENT_OPTIONS if key in merged}
+        # Check the options now, not in the background thread.
+        Client(self.transport.from_options(merged), logger=self.logger, **own)
+        return SyncClient(
+            lambda: Client(self.transport.from_options(merged), logger=self.logger, **own)
+        )
 
     def __repr__(self) -> str:
         return f"<distro.Factory {self.name!r}>"
@@ -116,7 +127,8 @@ def create(
         cls = _from_plugin(transport)
     else:
         raise TypeError(
-            "create() takes a transport name, a distro_core.transport.Transport subclass or a plugin, "
+            "create() takes a transport name, a distro_core.transport.Transport subclass or a "
+            "plugin, "
             f"not {type(transport).__name__}"
         )
     return Factory(cls, checked_logger)

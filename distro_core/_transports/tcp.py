@@ -46,6 +46,7 @@ __all__ = ["TcpTransport"]
 
 DEFAULT_ADDRESS = "127.0.0.1"
 DEFAULT_CONNECT_TIMEOUT = 5.0
+DEFAULT_SEND_TIMEOUT = 10.0
 
 _NL = b"\n"
 
@@ -110,6 +111,7 @@ class _TcpConnection(Connection):
         self._host = host
         self._port = port
         self._timeout = options.connect_timeout
+        self._send_timeout = options.send_timeout
         self._protocol: _ClientProtocol | None = None
         self._lock = asyncio.Lock()
         self._closed = False
@@ -146,7 +148,17 @@ class _TcpConnection(Connection):
             raise MessageError(f"message {message.id} holds a raw newline; it cannot be framed")
         protocol.write_frame(data)
         if protocol.batcher.write_paused:
-            await protocol.batcher.drain()
+            try:
+                await protocol.batcher.drain(self._send_timeout)
+            except ConnectionError as exc:
+                if protocol.batcher.error is not None:
+                    raise
+                # The server reads nothing: the frames stay queued on the connection (they go
+                # out if it reads again), and the sender learns of the stall in bounded time.
+                raise ConnectionError(
+                    f"tcp: server {self.where} took no data for {self._send_timeout:g}s "
+                    "(send_timeout); it is stalled or overloaded"
+                ) from exc
 
     async def _reconnect(self, old: _ClientProtocol | None) -> _ClientProtocol:
         if self._closed:
@@ -199,6 +211,8 @@ class TcpTransport(Transport):
       (1 MiB by default). A peer sending more is disconnected; a client refuses larger
       messages with ``MessageTooLarge`` before sending.
     * ``connect_timeout``: seconds a client waits for a connection (5 by default).
+    * ``send_timeout``: seconds a client's ``send`` waits while the server reads nothing and
+      the connection's buffers are full (10 by default); then it raises ``ConnectionError``.
     """
 
     name = "tcp"
@@ -212,6 +226,7 @@ class TcpTransport(Transport):
         port: int = 0,
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        send_timeout: float = DEFAULT_SEND_TIMEOUT,
         *,
         options: Mapping[str, Any],
     ) -> None:
@@ -219,6 +234,7 @@ class TcpTransport(Transport):
         self.port = port
         self.max_frame_size = max_frame_size
         self.connect_timeout = connect_timeout
+        self.send_timeout = send_timeout
         self.options = options
         if max_frame_size != DEFAULT_MAX_FRAME_SIZE:
             # The core reads the limit off the instance: a client then refuses what its own
@@ -237,6 +253,7 @@ class TcpTransport(Transport):
             opts.port(),
             opts.integer("max_frame_size", DEFAULT_MAX_FRAME_SIZE, minimum=1),
             opts.number("connect_timeout", DEFAULT_CONNECT_TIMEOUT, positive=True),
+            opts.number("send_timeout", DEFAULT_SEND_TIMEOUT, positive=True),
             options=opts.finish(),
         )
 
