@@ -53,7 +53,9 @@ def check_transport(obj: Any, origin: str) -> type[Transport]:
         for another version of the transport contract.
     """
     if not (isinstance(obj, type) and issubclass(obj, Transport)):
-        raise PluginError(f"{origin} gave {obj!r}, which is not a distro_core.transport.Transport subclass")
+        raise PluginError(
+            f"{origin} gave {obj!r}, which is not a distro_core.transport.Transport subclass"
+        )
     name = getattr(obj, "name", None)
     if not isinstance(name, str) or not name:
         raise PluginError(f"{origin}: transport class {obj.__qualname__} has no string 'name'")

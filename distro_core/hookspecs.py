@@ -48,8 +48,9 @@ def distro_register_transports() -> list[type[Transport]]:  # type: ignore[empty
     """Register transport classes.
 
     Called once per plugin manager, when transports are first collected. Each class is a
-    subclass of :class:`distro_core.transport.Transport` that carries its own ``name``; a name claimed by
-    two plugins is refused with an error naming both distributions.
+    subclass of :class:`distro_core.transport.Transport` that carries its own ``name`` and the
+    ``api_version`` it follows; a name claimed by two plugins is refused with an error naming
+    both distributions.
 
     :returns: the transport classes this plugin provides.
     """
