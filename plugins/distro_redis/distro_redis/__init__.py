@@ -14,17 +14,17 @@ request/reply and RECEIVED design, and what happens when Redis restarts.
 
 from __future__ import annotations
 
-import distro_core as distro
+from distro_core import transport as kit
 
 from ._transport import RedisTransport
 
 __all__ = ["RedisTransport", "distro_register_transports"]
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 
-@distro.hookimpl
-def distro_register_transports() -> list[type[distro.Transport]]:
+@kit.hookimpl
+def distro_register_transports() -> list[type[kit.Transport]]:
     """The transports this plugin provides: ``redis``.
 
     :returns: ``[RedisTransport]``.

@@ -7,11 +7,19 @@ Naming (the JavaScript distro-redis plug-in's, under an optional ``prefix``):
 * a server subscribes to ``<prefix><PATTERN upper-cased>.<VERB>`` for each route without
   parameters, and pattern-subscribes (PSUBSCRIBE) to the same with every ``{param}`` segment
   written ``*`` (and glob characters in the rest escaped) for each route with parameters;
+  both are built from the route's segments as the core parsed them
+  (:attr:`distro_core.transport.RouteInfo.segments`);
 * a server with catch-all handlers pattern-subscribes to ``<prefix>*.<VERB>`` for each verb
   instead, so it sees every message once and clients publish each message once;
 * control channels end in no verb, so no message pattern ever matches them:
   ``<prefix>distro.reply.<hex>`` (a client's replies), ``<prefix>distro.ack.<n>`` (RECEIVED
   for the server whose address port is ``n``).
+
+The core routes case-insensitively by lower-casing, and hands a route's literal segments
+lower-cased; a uri is therefore upper-cased from its lower-case form, so that a message and
+every route the core would match it to name one channel. That is ``uri.upper()`` except for
+six code points whose lower case upper-cases to another character (the Kelvin sign, the ohm
+sign, ``İ``...).
 
 Several subscriptions of one server can match one channel (``/a/{x}`` and ``/a/b``; a catch-all
 added next to routes). Redis then delivers the message once per subscription;
@@ -23,12 +31,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from typing import Protocol
+
+from distro_core import VERBS
+from distro_core.transport import RouteInfo
 
 __all__ = [
     "ACK_MARK",
     "REPLY_MARK",
-    "VERB_ORDER",
     "Subscriptions",
     "ack_channel",
     "catch_all_patterns",
@@ -40,23 +49,10 @@ __all__ = [
     "route_subscription",
 ]
 
-VERB_ORDER = ("GET", "POST", "PUT", "DELETE", "PATCH", "HEAD")
 REPLY_MARK = "distro.reply."
 ACK_MARK = "distro.ack."
 
 _GLOB_SPECIAL = re.compile(r"([\\*?\[\]])")
-
-
-class RouteLike(Protocol):
-    """A server route as the core describes it (:class:`distro_core.RouteInfo`)."""
-
-    @property
-    def verb(self) -> str:
-        """The verb, upper-case."""
-
-    @property
-    def pattern(self) -> str:
-        """The uri pattern with ``{name}`` segments."""
 
 
 def glob_escape(text: str) -> str:
@@ -66,7 +62,7 @@ def glob_escape(text: str) -> str:
 
 def message_channel(prefix: str, uri: str, verb: str | None) -> bytes:
     """The channel a message with this uri and verb is published on."""
-    return f"{prefix}{uri.upper()}.{verb or 'GET'}".encode()
+    return f"{prefix}{uri.lower().upper()}.{verb or 'GET'}".encode()
 
 
 def reply_channel(prefix: str, token: str) -> str:
@@ -79,27 +75,24 @@ def ack_channel(prefix: str, port: int) -> bytes:
     return f"{prefix}{ACK_MARK}{port}".encode()
 
 
-def _is_param(segment: str) -> bool:
-    return segment.startswith("{") and segment.endswith("}")
-
-
-def route_subscription(prefix: str, route: RouteLike) -> tuple[bool, bytes]:
+def route_subscription(prefix: str, route: RouteInfo) -> tuple[bool, bytes]:
     """What a server subscribes to for one route: ``(is_pattern, channel or pattern)``."""
-    segments = route.pattern.split("/")
-    if not any(_is_param(s) for s in segments):
-        return False, message_channel(prefix, route.pattern, route.verb)
-    glob = "/".join("*" if _is_param(s) else glob_escape(s.upper()) for s in segments)
+    segments = route.segments
+    if not route.has_params:
+        uri = "/".join(s.text for s in segments)
+        return False, f"{prefix}{uri.upper()}.{route.verb}".encode()
+    glob = "/".join("*" if s.param else glob_escape(s.text.upper()) for s in segments)
     return True, f"{glob_escape(prefix)}{glob}.{route.verb}".encode()
 
 
 def catch_all_patterns(prefix: str) -> frozenset[bytes]:
     """The patterns of a server with catch-all handlers: every message channel, once."""
     escaped = glob_escape(prefix)
-    return frozenset(f"{escaped}*.{verb}".encode() for verb in VERB_ORDER)
+    return frozenset(f"{escaped}*.{verb}".encode() for verb in VERBS)
 
 
 def plan(
-    prefix: str, routes: Iterable[RouteLike], catch_all: bool
+    prefix: str, routes: Iterable[RouteInfo], catch_all: bool
 ) -> tuple[frozenset[bytes], frozenset[bytes]]:
     """The message subscriptions a server wants: ``(channels, patterns)``.
 

@@ -26,10 +26,11 @@ from typing import Any
 
 from redis.asyncio.connection import AbstractConnection, Connection, parse_url
 
-__all__ = ["DEFAULT_URL", "MAX_BULK", "OPTIONS", "RedisConfig", "parse_options"]
+from distro_core.transport import Options
+
+__all__ = ["DEFAULT_URL", "MAX_BULK", "RedisConfig", "read_options"]
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
-OPTIONS = frozenset({"url", "address", "port", "prefix", "connect_timeout"})
 
 MAX_BULK = 512 * 1024 * 1024
 """Redis's default ``proto-max-bulk-len``: the largest PUBLISH payload it takes."""
@@ -61,25 +62,15 @@ class RedisConfig:
     connect_timeout: float
 
 
-def _port(name: str, value: Any, low: int) -> int:
-    if type(value) is not int or not low <= value <= 65535:
-        raise ValueError(f"redis transport: {name} must be an integer {low}..65535, got {value!r}")
-    return value
+def read_options(opts: Options) -> RedisConfig:
+    """Read the options into a :class:`RedisConfig`; the caller then calls ``opts.finish()``,
+    which refuses unknown options.
 
-
-def parse_options(options: Mapping[str, Any]) -> RedisConfig:
-    """Check the options and resolve them into a :class:`RedisConfig`.
-
-    :raises TypeError: an option of the wrong type, or a URL parameter redis-py does not take.
-    :raises ValueError: a bad value (a malformed URL, a port out of range...).
+    :raises TypeError: a URL parameter redis-py does not take.
+    :raises ValueError: a bad value (a malformed URL, a port out of range, a prefix that is
+        not a string...).
     """
-    unknown = sorted(set(options) - OPTIONS)
-    if unknown:
-        raise TypeError(
-            f"transport 'redis' got unknown option(s) {', '.join(unknown)}; "
-            f"it takes {', '.join(sorted(OPTIONS))}"
-        )
-    url, prefix = _where(options)
+    url, prefix = _where(opts)
     try:
         parsed: dict[str, Any] = dict(parse_url(url))
     except ValueError as exc:
@@ -87,15 +78,13 @@ def parse_options(options: Mapping[str, Any]) -> RedisConfig:
     connection_class: type[AbstractConnection] = parsed.get("connection_class", Connection)
     for key in _POOL_ONLY:
         parsed.pop(key, None)
-    port = _port("port", options.get("port", 0), 0)
-    timeout = options.get("connect_timeout", 5.0)
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
-        raise ValueError(f"redis transport: connect_timeout must be > 0 seconds, got {timeout!r}")
+    port = opts.port("port", 0)
+    timeout = opts.number("connect_timeout", 5.0, positive=True)
     # The links speak RESP2 themselves once redis-py has connected them; a read time-out only
     # bounds redis-py's handshake.
     parsed["protocol"] = 2
-    parsed.setdefault("socket_connect_timeout", float(timeout))
-    parsed["socket_timeout"] = float(timeout)
+    parsed.setdefault("socket_connect_timeout", timeout)
+    parsed["socket_timeout"] = timeout
     try:
         connection_class(**parsed)
     except TypeError as exc:
@@ -118,18 +107,18 @@ def parse_options(options: Mapping[str, Any]) -> RedisConfig:
         bus=bus,
         prefix=prefix,
         port=port,
-        connect_timeout=float(timeout),
+        connect_timeout=timeout,
     )
 
 
-def _where(options: Mapping[str, Any]) -> tuple[str, str]:
+def _where(opts: Options) -> tuple[str, str]:
     """The Redis URL (without ``#prefix``) and the channel prefix the options name."""
-    if "url" in options and "address" in options:
+    if "url" in opts and "address" in opts:
         raise ValueError("redis transport: give url or address (both name the Redis), not both")
-    name = "url" if "url" in options else "address"
-    where = options.get(name, DEFAULT_URL)
-    if not isinstance(where, str) or not where:
-        raise TypeError(f"redis transport: {name} must be a non-empty string, got {where!r}")
+    # Both are read, so that an unknown option's error lists them both.
+    url = opts.string("url", DEFAULT_URL)
+    address = opts.string("address", DEFAULT_URL)
+    name, where = ("address", address) if "address" in opts else ("url", url)
     if name == "address" and "://" not in where:
         if where.count(":") == 1:
             raise ValueError(
@@ -138,9 +127,7 @@ def _where(options: Mapping[str, Any]) -> tuple[str, str]:
             )
         where = f"redis://[{where}]:6379/0" if ":" in where else f"redis://{where}:6379/0"
     url, has_prefix, in_url = where.partition("#")
-    prefix = options.get("prefix")
-    if prefix is not None and not isinstance(prefix, str):
-        raise TypeError(f"redis transport: prefix must be a string, got {type(prefix).__name__}")
+    prefix = opts.optional_string("prefix")
     if has_prefix and prefix is not None and prefix != in_url:
         raise ValueError(
             f"redis transport: prefix {prefix!r} differs from the {name}'s #{in_url}; give one"

@@ -26,6 +26,7 @@ import redis.exceptions
 from redis.asyncio.connection import AbstractConnection
 
 import distro_core as distro
+from distro_core.transport import Peer
 
 from ._channels import Subscriptions
 from ._config import RedisConfig
@@ -303,7 +304,7 @@ class Subscriber(_Link):
         transport: asyncio.Transport,
         on_lost: LostCallback,
         deliver: Callable[..., None],
-        peer: distro.Peer | None = None,
+        peer: Peer | None = None,
     ) -> None:
         super().__init__(conn, transport, on_lost)
         self._decoder = Decoder()

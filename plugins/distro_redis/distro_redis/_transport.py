@@ -25,9 +25,10 @@ import redis.exceptions
 from redis.asyncio.connection import AbstractConnection
 
 import distro_core as distro
+from distro_core import transport as kit
 
 from ._channels import REPLY_MARK, ack_channel, message_channel, plan, reply_channel
-from ._config import MAX_BULK, RedisConfig, parse_options
+from ._config import MAX_BULK, RedisConfig, read_options
 from ._link import Publisher, Subscriber, connect, log, wrap
 from ._resp import publish_head
 
@@ -57,7 +58,7 @@ async def _open_links(
     raise failure
 
 
-class _RedisPeer(distro.Peer):
+class _RedisPeer(kit.Peer):
     """Every sender as a server sees it: the bus. Replies go to the request's ``replyTo``."""
 
     __slots__ = ("_listener",)
@@ -70,10 +71,10 @@ class _RedisPeer(distro.Peer):
         self._listener.reply(data, reply_to)
 
 
-class RedisListener(distro.Listener):
+class RedisListener(kit.Listener):
     """A server's subscription to its routes, its RECEIVED channel and its reply publisher."""
 
-    def __init__(self, config: RedisConfig, receiver: distro.Receiver) -> None:
+    def __init__(self, config: RedisConfig, receiver: kit.Receiver) -> None:
         self.config = config
         self._receiver = receiver
         self._peer = _RedisPeer(self)
@@ -190,7 +191,8 @@ class RedisListener(distro.Listener):
     # -- replies ----------------------------------------------------------------------------
 
     def reply(self, data: bytes, reply_to: str) -> None:
-        """Publish a reply on the requesting client's reply channel (see :class:`distro.Peer`).
+        """Publish a reply on the requesting client's reply channel (see
+        :meth:`distro_core.transport.Peer.send`).
 
         :raises distro.TransportError: ``reply_to`` is not a reply channel of this namespace
             (a server publishes only there, whatever a request says).
@@ -294,7 +296,7 @@ class RedisListener(distro.Listener):
             await sub.aclose()
 
 
-class RedisConnection(distro.Connection):
+class RedisConnection(kit.Connection):
     """A client's links: a publisher, and a subscriber to its own reply channel.
 
     With ``target`` (a RECEIVED link the core opens to another server), every frame goes to
@@ -304,7 +306,7 @@ class RedisConnection(distro.Connection):
     def __init__(
         self,
         config: RedisConfig,
-        receiver: distro.ClientReceiver,
+        receiver: kit.ClientReceiver,
         target: tuple[str, int] | None = None,
     ) -> None:
         self.config = config
@@ -388,6 +390,23 @@ class RedisConnection(distro.Connection):
         pub = self._pub
         if pub is None or pub.closed or (self._replies and (self._sub is None or self._sub.closed)):
             pub = await self._reconnect()
+        self._publish(pub, data, message)
+        if pub.congested:
+            await pub.drain(self.config.connect_timeout)
+
+    async def request(self, data: bytes, message: distro.Message) -> None:
+        pub = self._pub
+        if pub is None or pub.closed or (self._replies and (self._sub is None or self._sub.closed)):
+            pub = await self._reconnect()
+        self._publish(pub, data, message)
+        if self._replies:
+            # Redis answers a PUBLISH with how many subscribers got it: with none, no reply
+            # can come, so the request fails now instead of at its time-out.
+            pub.watch(functools.partial(self._heard, message.id))
+        if pub.congested:
+            await pub.drain(self.config.connect_timeout)
+
+    def _publish(self, pub: Publisher, data: bytes, message: distro.Message) -> None:
         if pub.error is not None:
             error, pub.error = pub.error, None
             raise distro.TransportError(
@@ -406,28 +425,19 @@ class RedisConnection(distro.Connection):
         if len(data) > MAX_BULK:
             raise distro.MessageTooLarge(len(data), MAX_BULK, "redis")
         pub.publish(head, data)
-        if data is not message.to_bytes() and self._replies:
-            # A request (the core re-encodes a request with its replyTo; a plain send passes
-            # the message's own encoding): if no server is subscribed to its channel, no
-            # reply can come, so answer it now instead of letting it time out.
-            pub.watch(functools.partial(self._heard, message))
-        if pub.congested:
-            await pub.drain(self.config.connect_timeout)
 
-    def _heard(self, request: distro.Message, answer: int | str) -> None:
+    def _heard(self, request_id: str, answer: int | str) -> None:
         """Redis's answer to a request's PUBLISH: how many subscribers got it, or an error."""
         if answer == 0:
-            verb = request.headers.get("verb") or "GET"
-            text = (
-                f"no handler for {verb} {request.uri}: no server on {self.config.bus} "
-                "subscribes to it"
+            self._receiver.request_failed(
+                request_id,
+                kit.RequestFailure.NO_RECEIVER,
+                f"no server on {self.config.bus} subscribes to it",
             )
         elif isinstance(answer, str):
-            text = f"Redis refused the request: {answer}"
-        else:
-            return
-        headers = {"uri": "REPLY", "inReplyTo": request.id, "error": text}
-        self._receiver.frame_received(distro.message(headers).to_bytes())
+            self._receiver.request_failed(
+                request_id, kit.RequestFailure.REFUSED, f"Redis answered its PUBLISH with {answer}"
+            )
 
     async def aclose(self) -> None:
         if self._closed:
@@ -450,12 +460,12 @@ class RedisConnection(distro.Connection):
             await sub.aclose()
 
 
-class RedisTransport(distro.Transport):
+class RedisTransport(kit.Transport):
     """Redis pub/sub. Options: ``address`` or ``url`` (the Redis, and ``#prefix``),
     ``prefix``, ``port`` (a server's number on the bus), ``connect_timeout``; see the README."""
 
     name = "redis"
-    capabilities = distro.Capabilities(
+    capabilities = kit.Capabilities(
         ordered=True,
         reliable=True,
         max_message_size=None,
@@ -464,20 +474,32 @@ class RedisTransport(distro.Transport):
         fan_out=True,
         cross_process=True,
     )
-    api_version = 1
+    api_version = 2
 
-    def __init__(self, options: Mapping[str, Any]) -> None:
-        self.config = parse_options(options)
-        super().__init__(options)
+    def __init__(self, config: RedisConfig, options: Mapping[str, Any] | None = None) -> None:
+        self.config = config
+        if options is not None:
+            self.options = options
 
-    async def listen(self, receiver: distro.Receiver) -> distro.Listener:
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> RedisTransport:
+        """Read the options (see the README and :mod:`~._config`).
+
+        :raises TypeError: an unknown option, or a URL parameter redis-py does not take.
+        :raises ValueError: a bad value.
+        """
+        opts = kit.Options(cls.name, options)
+        config = read_options(opts)
+        return cls(config, opts.finish())
+
+    async def listen(self, receiver: kit.Receiver) -> kit.Listener:
         listener = RedisListener(self.config, receiver)
         await listener.open()
         return listener
 
     async def connect(
-        self, receiver: distro.ClientReceiver, target: tuple[str, int] | None = None
-    ) -> distro.Connection:
+        self, receiver: kit.ClientReceiver, target: tuple[str, int] | None = None
+    ) -> kit.Connection:
         if target is not None and target[0] != self.config.bus:
             raise distro.ConnectionError(
                 f"redis transport: RECEIVED target {target[0]}:{target[1]} is not on this "

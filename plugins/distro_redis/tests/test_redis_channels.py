@@ -3,6 +3,7 @@ subscriptions."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -21,6 +22,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import distro_core as distro
+from distro_core.transport import RouteInfo
+
+
+def routes(*pairs: tuple[str, str]) -> Sequence[RouteInfo]:
+    """The routes as the core hands them to a transport (with their parsed segments): those of
+    a server with these ``(verb, pattern)`` routes."""
+    server = distro.create("memory").server()
+    for verb, pattern in pairs:
+        server.route(verb, pattern, lambda msg: None)
+    return server.routes
 
 
 def test_a_message_goes_on_its_upper_cased_uri_and_verb() -> None:
@@ -32,13 +43,20 @@ def test_a_message_without_verb_goes_on_the_get_channel() -> None:
     assert message_channel("", "/customer/7", None) == b"/CUSTOMER/7.GET"
 
 
+def test_a_message_channel_upper_cases_what_routing_compares() -> None:
+    # The Kelvin sign routes like "k" (the core lower-cases), so it goes on the "/K" channel.
+    assert message_channel("", "/\u212a", "GET") == b"/K.GET"
+    [route] = routes(("GET", "/k"))
+    assert route_subscription("", route) == (False, b"/K.GET")
+
+
 def test_a_route_without_parameters_is_a_channel_subscription() -> None:
-    route = distro.RouteInfo("PUT", "/Orders/Open")
+    [route] = routes(("PUT", "/Orders/Open"))
     assert route_subscription("p:", route) == (False, b"p:/ORDERS/OPEN.PUT")
 
 
 def test_a_route_with_parameters_is_a_pattern_with_escaped_literals() -> None:
-    route = distro.RouteInfo("GET", "/files*/{name}/v[1]?")
+    [route] = routes(("GET", "/files*/{name}/v[1]?"))
     is_pattern, pattern = route_subscription("a*b:", route)
     assert is_pattern
     assert pattern == rb"a\*b:/FILES\*/*/V\[1\]\?.GET"
@@ -59,12 +77,12 @@ def test_control_channels_end_in_no_verb() -> None:
 
 
 def test_a_catch_all_replaces_route_subscriptions() -> None:
-    routes = [distro.RouteInfo("GET", "/a"), distro.RouteInfo("POST", "/b/{id}")]
-    assert plan("", routes, catch_all=False) == (
+    both = routes(("GET", "/a"), ("POST", "/b/{id}"))
+    assert plan("", both, catch_all=False) == (
         frozenset({b"/A.GET"}),
         frozenset({b"/B/*.POST"}),
     )
-    channels, patterns = plan("x:", routes, catch_all=True)
+    channels, patterns = plan("x:", both, catch_all=True)
     assert channels == frozenset()
     verbs = ("GET", "POST", "PUT", "DELETE", "PATCH", "HEAD")
     assert patterns == {f"x:*.{verb}".encode() for verb in verbs}
@@ -98,10 +116,11 @@ def _deliveries(subs: Subscriptions, channel: bytes) -> int:
 
 segment = st.sampled_from(["a", "b", "B", "{x}", "{y}", "c*", "[d]"])
 route = st.builds(
-    lambda verb, parts: distro.RouteInfo(verb, "/" + "/".join(_unique_params(parts))),
+    lambda verb, parts: (verb, "/" + "/".join(_unique_params(parts))),
     st.sampled_from(["GET", "POST"]),
     st.lists(segment, min_size=1, max_size=3),
 )
+"""A ``(verb, pattern)`` pair."""
 
 
 def _unique_params(parts: list[str]) -> list[str]:
@@ -122,9 +141,9 @@ def _unique_params(parts: list[str]) -> list[str]:
     st.sampled_from(["GET", "POST"]),
 )
 def test_a_message_is_taken_once_when_it_matches_and_never_otherwise(
-    routes: list[Any], catch_all: bool, uri_parts: list[str], verb: str
+    pairs: list[tuple[str, str]], catch_all: bool, uri_parts: list[str], verb: str
 ) -> None:
-    channels, patterns = plan("p:", routes, catch_all)
+    channels, patterns = plan("p:", routes(*pairs), catch_all)
     subs = _subscriptions(channels, patterns)
     channel = message_channel("p:", "/" + "/".join(uri_parts), verb)
     matched = channel in channels or any(glob_regex(p).fullmatch(channel) for p in patterns)
@@ -133,25 +152,27 @@ def test_a_message_is_taken_once_when_it_matches_and_never_otherwise(
 
 @given(st.lists(route, min_size=1, max_size=6), st.data())
 def test_a_message_matching_several_routes_is_taken_exactly_once(
-    routes: list[Any], data: Any
+    pairs: list[tuple[str, str]], data: Any
 ) -> None:
-    channels, patterns = plan("p:", routes, catch_all=False)
+    infos = routes(*pairs)
+    channels, patterns = plan("p:", infos, catch_all=False)
     subs = _subscriptions(channels, patterns)
-    target = data.draw(st.sampled_from(routes))
+    target = data.draw(st.sampled_from(infos))
     fill = st.sampled_from(["a", "b", "zz", "c*"])
-    uri = "/".join(data.draw(fill) if s.startswith("{") else s for s in target.pattern.split("/"))
+    uri = "/".join(data.draw(fill) if s.param else s.text for s in target.segments)
     assert _deliveries(subs, message_channel("p:", uri, target.verb)) == 1
 
 
 @given(st.lists(route, min_size=1, max_size=5), st.lists(route, max_size=3))
 def test_during_a_change_of_subscriptions_a_message_is_taken_once(
-    before: list[Any], added: list[Any]
+    before: list[tuple[str, str]], added: list[tuple[str, str]]
 ) -> None:
-    old_channels, old_patterns = plan("p:", before, catch_all=False)
-    new_channels, new_patterns = plan("p:", before + added, catch_all=True)
+    old = routes(*before)
+    old_channels, old_patterns = plan("p:", old, catch_all=False)
+    new_channels, new_patterns = plan("p:", routes(*before, *added), catch_all=True)
     subs = _subscriptions(old_channels | new_channels, old_patterns | new_patterns)
-    for r in before:
-        channel = message_channel("p:", r.pattern.replace("{", "").replace("}", ""), r.verb)
+    for r in old:
+        channel = message_channel("p:", "/".join(s.text for s in r.segments), r.verb)
         assert _deliveries(subs, channel) == 1
 
 

@@ -13,12 +13,13 @@ import pytest
 from distro_redis import RedisTransport
 
 import distro_core as distro
+from distro_core import transport as kit
 
 
 def test_the_entry_point_names_the_plugin_module() -> None:
     [entry] = [
         ep
-        for ep in importlib.metadata.entry_points(group=distro.ENTRY_POINT_GROUP)
+        for ep in importlib.metadata.entry_points(group=kit.ENTRY_POINT_GROUP)
         if ep.name == "redis"
     ]
     assert entry.value == "distro_redis"
@@ -45,18 +46,18 @@ def test_create_finds_redis_without_an_import_and_the_core_never_imports_it() ->
 
 def test_the_public_names_are_exactly_all() -> None:
     public = {name for name in vars(distro_redis) if not name.startswith("_")}
-    public -= {"annotations", "distro"}
+    public -= {"annotations", "kit"}
     assert sorted(distro_redis.__all__) == distro_redis.__all__
     assert public == set(distro_redis.__all__)
 
 
 def test_the_transport_declares_the_contract_version_it_was_written_for() -> None:
-    assert RedisTransport.api_version == distro.API_VERSION == 1
+    assert RedisTransport.api_version == kit.API_VERSION == 2
     assert distro_redis.distro_register_transports() == [RedisTransport]
 
 
 class _FutureRedis(RedisTransport):
-    api_version = distro.API_VERSION + 1
+    api_version = kit.API_VERSION + 1
 
 
 def test_a_transport_for_another_api_version_is_a_clear_plugin_error() -> None:
@@ -65,18 +66,18 @@ def test_a_transport_for_another_api_version_is_a_clear_plugin_error() -> None:
     assert "redis" in str(info.value)
 
     plugin = types.SimpleNamespace(distro_register_transports=lambda: [_FutureRedis])
-    plugin.distro_register_transports = distro.hookimpl(plugin.distro_register_transports)
-    with pytest.raises(distro.PluginError, match=f"version {distro.API_VERSION + 1}"):
+    plugin.distro_register_transports = kit.hookimpl(plugin.distro_register_transports)
+    with pytest.raises(distro.PluginError, match=f"version {kit.API_VERSION + 1}"):
         distro.create(plugin)
 
 
 def test_a_registry_skips_a_mismatched_transport_with_a_warning() -> None:
-    registry = distro.Registry(entry_points=False)
+    registry = kit.Registry(entry_points=False)
     plugin = types.ModuleType("future_redis")
-    plugin.distro_register_transports = distro.hookimpl(lambda: [_FutureRedis])  # type: ignore[attr-defined]
+    plugin.distro_register_transports = kit.hookimpl(lambda: [_FutureRedis])  # type: ignore[attr-defined]
     registry.register(plugin, name="future-redis")
     with (
-        pytest.warns(distro.PluginWarning, match="transport API version"),
+        pytest.warns(kit.PluginWarning, match="transport API version"),
         pytest.raises(distro.TransportNotFound),
     ):
         distro.create("redis", registry=registry)

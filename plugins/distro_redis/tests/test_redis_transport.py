@@ -82,6 +82,24 @@ async def test_a_client_publishes_on_uri_and_verb_and_get_without_verb(
     ]
 
 
+
+async def test_a_message_reaches_every_route_the_core_matches_it_to(
+    options: dict[str, Any],
+) -> None:
+    """Routing ignores case by lower-casing; channel names follow it, even for the few
+    characters that upper-casing alone would keep apart (the Kelvin sign is a "k" to the
+    router, and "\u0130" lower-cases to two characters)."""
+    factory = distro.create("redis")
+    server = factory.server(options)
+    got = Recorder()
+    server.post("/k/{n}", got)
+    server.post("/\u0130", got)
+    async with server, factory.client(options) as client:
+        await client.send(distro.message({"uri": "/\u212a/1", "verb": "POST"}))
+        await client.send(distro.message({"uri": "/\u0130", "verb": "POST"}))
+        await got.wait_for(2)
+    assert [m.uri for m in got.messages] == ["/\u212a/1", "/\u0130"]
+
 # -- fan-out and exactly once ------------------------------------------------------------------
 
 
@@ -301,7 +319,7 @@ def test_options_are_checked_when_the_server_or_client_is_made() -> None:
         factory.server(address="redis://127.0.0.1:6379/0#a:", prefix="b:")
     with pytest.raises(ValueError, match="connect_timeout"):
         factory.client(connect_timeout=0)
-    with pytest.raises(TypeError, match="prefix"):
+    with pytest.raises(ValueError, match="prefix"):
         factory.client(prefix=3)
     with pytest.raises(TypeError, match="foo"):
         factory.client(url="redis://127.0.0.1/0?foo=1")
