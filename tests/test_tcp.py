@@ -615,3 +615,106 @@ async def test_clients_on_one_loop_share_a_read_buffer_without_mixing_replies() 
             replies = await asyncio.gather(*requests)
     expected = [who * (40_000 + n) for n in range(12) for who in ("a", "b")]
     assert [reply.payload for reply in replies] == expected
+
+
+# -- limits: no peer exhausts the server (hardening) ------------------------------------------
+
+
+async def test_connections_past_max_connections_are_closed_and_counted(
+    factory: distro.Factory,
+) -> None:
+    async with serving(factory, max_connections=5) as server:
+        links = [await raw(server) for _ in range(8)]
+        try:
+            await dropped(server, "too_many_connections", 3)
+            closed = 0
+            for reader, _ in links:
+                try:
+                    if await asyncio.wait_for(reader.read(1), 0.2) == b"":
+                        closed += 1
+                except asyncio.TimeoutError:
+                    pass  # still open: one of the five served
+            assert closed == 3
+        finally:
+            for _, writer in links:
+                writer.close()
+        # Once the idle ones go, new connections are served again.
+        await wait_until(lambda: len(server._listener.connections) == 0, what="links closed")  # type: ignore[attr-defined]
+        await still_serves(factory, server)
+
+
+async def test_an_idle_connection_is_closed_after_idle_timeout(factory: distro.Factory) -> None:
+    async with serving(factory, idle_timeout=0.3) as server:
+        reader, writer = await raw(server)
+        busy_reader, busy_writer = await raw(server)
+        try:
+            began = time.monotonic()
+            for _ in range(8):  # the busy one keeps talking: it stays
+                busy_writer.write(frame({"uri": "/good", "verb": "POST"}))
+                await asyncio.sleep(0.1)
+            assert await asyncio.wait_for(reader.read(1), 2) == b""
+            assert time.monotonic() - began < 2
+            await dropped(server, "idle_timeout", 1)
+            busy_writer.write(frame({"uri": "/echo/still", "replyTo": "x"}))
+            line = await asyncio.wait_for(busy_reader.readline(), 2)
+            assert json.loads(line)["payload"] == "still"
+        finally:
+            writer.close()
+            busy_writer.close()
+
+
+async def test_partial_frames_of_all_peers_are_bounded_in_bytes(factory: distro.Factory) -> None:
+    # 300 peers each holding half of a 1 MiB frame cost +313 MiB before the cap.
+    async with serving(factory, max_buffered=2 * 1024 * 1024) as server:
+        links = [await raw(server) for _ in range(6)]
+        try:
+            half = b'{"id":"x","headers":{"uri":"/good","verb":"POST"},"payload":"' + b"p" * 600_000
+            for _, writer in links:
+                writer.write(half)
+                await writer.drain()
+            await dropped(server, "buffer_limit", 3)  # 3 x 600 kB fit in 2 MiB, the rest not
+            listener = server._listener  # type: ignore[attr-defined]
+            await wait_until(lambda: listener.buffered <= 2 * 1024 * 1024, what="bounded")
+            # The peers that were not cut finish their frames and are served.
+            for _, writer in links:
+                if not writer.is_closing():
+                    writer.write(b'"}\n')
+            good = server.good  # type: ignore[attr-defined]
+            await good.wait_for(3)
+            assert len(good.messages) == 3
+            await still_serves(factory, server)
+            await wait_until(lambda: listener.buffered == 0, what="nothing held")
+        finally:
+            for _, writer in links:
+                writer.close()
+
+
+async def test_replies_a_peer_never_reads_are_bounded_and_the_peer_cut(
+    factory: distro.Factory,
+) -> None:
+    # Async handlers' 900 KB replies to a peer that never reads piled up (+219 MiB).
+    server = factory.server(port=0, max_write_buffer=2 * 1024 * 1024)
+
+    @server.get("/big")
+    async def big(msg: distro.Message) -> str:
+        return "b" * 900_000
+
+    server.get("/echo/{word}", lambda m: m.params["word"])
+
+    async with server:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(server.address)
+        try:
+            tracemalloc.start()
+            before = tracemalloc.get_traced_memory()[0]
+            sock.sendall(
+                b"".join(frame({"uri": "/big", "replyTo": "x"}, id=f"q{i}") for i in range(200))
+            )
+            await wait_until(lambda: server.stats.dropped.get("reply_failed", 0) >= 1)
+            grown = tracemalloc.get_traced_memory()[1] - before
+            tracemalloc.stop()
+            assert grown < 40 * 1024 * 1024, f"peak +{grown / 2**20:.0f} MiB"
+            await still_serves(factory, server)
+        finally:
+            sock.close()

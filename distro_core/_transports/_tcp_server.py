@@ -19,6 +19,8 @@ import asyncio
 import weakref
 from collections.abc import Callable
 
+import attrs
+
 from .._exceptions import ConnectionError, TransportError
 from ..framing import FrameDecoder, FrameTooLarge, FramingError
 from ..transport import FrameInlet, Listener, Peer, Receiver, WriteBatcher, map_error
@@ -27,6 +29,7 @@ __all__ = [
     "CLOSE_GRACE",
     "READ_SIZE",
     "FrameWriter",
+    "ServerLimits",
     "TcpListener",
     "loop_read_buffer",
     "where",
@@ -37,6 +40,25 @@ CLOSE_GRACE = 1.0
 
 READ_SIZE = 65536
 """The most bytes one read takes from a socket (the size of the reused read buffer)."""
+
+
+@attrs.frozen
+class ServerLimits:
+    """What one tcp server lets its peers hold (see :class:`~distro_core._transports.tcp.
+    TcpTransport` for the options and their defaults).
+
+    :ivar max_frame_size: the longest frame, in bytes.
+    :ivar max_connections: connections served at once; one more is closed at once.
+    :ivar idle_timeout: seconds a connection may send nothing before it is closed, or None.
+    :ivar max_buffered: bytes of partial frames held for all connections together.
+    :ivar max_write_buffer: bytes of replies queued for one peer that does not read them.
+    """
+
+    max_frame_size: int
+    max_connections: int
+    idle_timeout: float | None
+    max_buffered: int
+    max_write_buffer: int
 
 
 _READ_BUFFERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, bytearray] = (
@@ -137,6 +159,8 @@ class TcpPeer(Peer):
             )
         if _NL in data:
             raise TransportError(f"tcp: a reply to {protocol.where} holds a raw newline")
+        if protocol.batcher.write_paused:
+            protocol.check_write_buffer(len(data))
         protocol.write_frame(data)
 
 
@@ -148,11 +172,13 @@ class ServerProtocol(FrameWriter):
         self._listener = listener
         self._receiver = listener.receiver
         self._inlet = FrameInlet(listener.receiver)
-        self._decoder = FrameDecoder(listener.max_frame_size)
+        self._decoder = FrameDecoder(listener.limits.max_frame_size)
         self._read_buffer = listener.read_buffer
         self._peer = TcpPeer(None, self)
         self._reading_paused = False
-        self.limit = listener.max_frame_size
+        self._buffered = 0  # this connection's share of listener.buffered
+        self.last_active = listener.loop.time()
+        self.limit = listener.limits.max_frame_size
         self.where = "?"
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -163,6 +189,14 @@ class ServerProtocol(FrameWriter):
             self.where = where(peername[0], peername[1])
         listener = self._listener
         if listener.closed:
+            self.transport.abort()
+            return
+        if len(listener.connections) >= listener.limits.max_connections:
+            self._receiver.frame_dropped(
+                "too_many_connections",
+                f"tcp peer {self.where}: {len(listener.connections)} connections are open "
+                f"(max_connections={listener.limits.max_connections}); closed",
+            )
             self.transport.abort()
             return
         listener.connections.add(self)
@@ -181,10 +215,48 @@ class ServerProtocol(FrameWriter):
             self._receiver.frame_dropped(reason, f"tcp peer {self.where}: {exc}; disconnected")
             self.transport.abort()
             return
+        self.last_active = self._listener.loop.time()
+        held = self._decoder.buffered
+        if held != self._buffered:
+            self._account(held)
         # If the core pauses mid-chunk, the inlet keeps the rest rather than overfill its
         # backlog; they go first when reading resumes.
         self._inlet.deliver_all(frames, self._peer)
 
+    def _account(self, held: int) -> None:
+        """Track the bytes of this connection's partial frame against the listener's total;
+        past ``max_buffered`` the connection that grew it is cut."""
+        listener = self._listener
+        listener.buffered += held - self._buffered
+        self._buffered = held
+        if held and listener.buffered > listener.limits.max_buffered:
+            self._receiver.frame_dropped(
+                "buffer_limit",
+                f"tcp peer {self.where}: partial frames of all connections hold "
+                f"{listener.buffered} bytes (max_buffered={listener.limits.max_buffered}); "
+                "disconnected",
+            )
+            self._release_buffer()
+            self.transport.abort()
+
+    def _release_buffer(self) -> None:
+        self._listener.buffered -= self._buffered
+        self._buffered = 0
+
+    def check_write_buffer(self, adding: int) -> None:
+        """Refuse a reply to a peer that reads nothing once ``max_write_buffer`` bytes wait
+        for it: the connection is cut, and the reply fails (counted by the core).
+
+        :raises ConnectionError: the peer's queued replies are over the limit.
+        """
+        queued = self.transport.get_write_buffer_size() + self.batcher.queued + adding
+        limit = self._listener.limits.max_write_buffer
+        if queued > limit:
+            self.transport.abort()
+            raise ConnectionError(
+                f"tcp: peer {self.where} reads no replies ({queued} bytes would wait, "
+                f"max_write_buffer={limit}); disconnected"
+            )
     def eof_received(self) -> bool | None:
         self._end_of_stream()
         return None  # close our side too: a half-closed peer gets no more replies
@@ -192,6 +264,7 @@ class ServerProtocol(FrameWriter):
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
         self._end_of_stream()
+        self._release_buffer()
         if not self._inlet.held:  # else kept until the frames it holds are delivered on resume
             self._listener.connections.discard(self)
 
@@ -238,10 +311,13 @@ class ServerProtocol(FrameWriter):
 class TcpListener(Listener):
     """A listening socket and its connections."""
 
-    def __init__(self, receiver: Receiver, max_frame_size: int) -> None:
+    def __init__(self, receiver: Receiver, limits: ServerLimits) -> None:
         self.receiver = receiver
-        self.max_frame_size = max_frame_size
+        self.limits = limits
+        self.buffered = 0
+        """Bytes of partial frames held by all connections."""
         self.loop = asyncio.get_running_loop()
+        self._sweeper: asyncio.TimerHandle | None = None
         # Shared by every connection's reads (see the module docstring).
         self.read_buffer = loop_read_buffer(self.loop)
         self.connections: set[ServerProtocol] = set()
@@ -262,6 +338,27 @@ class TcpListener(Listener):
         self._server = server
         name = server.sockets[0].getsockname()
         self.address = (str(name[0]), int(name[1]))
+        self._schedule_sweep()
+
+    def _schedule_sweep(self) -> None:
+        idle = self.limits.idle_timeout
+        if idle is not None and not self.closed:
+            # Idle connections are found by a sweep, not a timer per connection: one timer
+            # handle per listener, whatever the number of connections.
+            self._sweeper = self.loop.call_later(min(idle / 2, 30.0), self._sweep)
+
+    def _sweep(self) -> None:
+        idle = self.limits.idle_timeout
+        assert idle is not None
+        cutoff = self.loop.time() - idle
+        for protocol in list(self.connections):
+            if protocol.last_active < cutoff and not protocol.lost.done():
+                self.receiver.frame_dropped(
+                    "idle_timeout",
+                    f"tcp peer {protocol.where}: nothing sent for {idle:g}s; disconnected",
+                )
+                protocol.transport.abort()
+        self._schedule_sweep()
 
     def pause_reading(self) -> None:
         if not self.paused:
@@ -279,6 +376,8 @@ class TcpListener(Listener):
         if self.closed:
             return
         self.closed = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         if self._server is not None:
             self._server.close()
         protocols = list(self.connections)

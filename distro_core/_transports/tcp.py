@@ -40,13 +40,24 @@ from ..transport import (
     Transport,
     map_error,
 )
-from ._tcp_server import CLOSE_GRACE, FrameWriter, TcpListener, loop_read_buffer, where
+from ._tcp_server import (
+    CLOSE_GRACE,
+    FrameWriter,
+    ServerLimits,
+    TcpListener,
+    loop_read_buffer,
+    where,
+)
 
 __all__ = ["TcpTransport"]
 
 DEFAULT_ADDRESS = "127.0.0.1"
 DEFAULT_CONNECT_TIMEOUT = 5.0
 DEFAULT_SEND_TIMEOUT = 10.0
+DEFAULT_MAX_CONNECTIONS = 1024
+DEFAULT_IDLE_TIMEOUT = 300.0
+DEFAULT_MAX_BUFFERED = 64 * 1024 * 1024
+DEFAULT_MAX_WRITE_BUFFER = 4 * 1024 * 1024
 
 _NL = b"\n"
 
@@ -211,6 +222,16 @@ class TcpTransport(Transport):
       (1 MiB by default). A peer sending more is disconnected; a client refuses larger
       messages with ``MessageTooLarge`` before sending.
     * ``connect_timeout``: seconds a client waits for a connection (5 by default).
+    * ``max_connections`` (server): connections served at once (1024 by default); a
+      connection past it is closed at once and counted ``too_many_connections``.
+    * ``idle_timeout`` (server): seconds a connection may send nothing before it is closed
+      and counted ``idle_timeout`` (300 by default; None turns it off).
+    * ``max_buffered`` (server): bytes of partial (unfinished) frames held for all
+      connections together (64 MiB by default); the connection whose frame would pass it is
+      cut and counted ``buffer_limit``.
+    * ``max_write_buffer`` (server): bytes of replies that may wait for one peer that reads
+      none of them (4 MiB by default); past it the connection is cut and the reply counted
+      ``reply_failed``.
     * ``send_timeout``: seconds a client's ``send`` waits while the server reads nothing and
       the connection's buffers are full (10 by default); then it raises ``ConnectionError``.
     """
@@ -227,9 +248,17 @@ class TcpTransport(Transport):
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         send_timeout: float = DEFAULT_SEND_TIMEOUT,
+        limits: ServerLimits | None = None,
         *,
         options: Mapping[str, Any],
     ) -> None:
+        self.limits = limits or ServerLimits(
+            max_frame_size,
+            DEFAULT_MAX_CONNECTIONS,
+            DEFAULT_IDLE_TIMEOUT,
+            DEFAULT_MAX_BUFFERED,
+            DEFAULT_MAX_WRITE_BUFFER,
+        )
         self.address = address
         self.port = port
         self.max_frame_size = max_frame_size
@@ -248,17 +277,29 @@ class TcpTransport(Transport):
         address = opts.get("address", DEFAULT_ADDRESS)
         if not isinstance(address, str) or not address:
             raise ValueError(f"address must be a host name or IP address, got {address!r}")
+        size = opts.integer("max_frame_size", DEFAULT_MAX_FRAME_SIZE, minimum=1)
+        idle: float | None = None
+        if opts.get("idle_timeout", DEFAULT_IDLE_TIMEOUT) is not None:
+            idle = opts.number("idle_timeout", DEFAULT_IDLE_TIMEOUT, positive=True)
+        limits = ServerLimits(
+            size,
+            opts.integer("max_connections", DEFAULT_MAX_CONNECTIONS, minimum=1),
+            idle,
+            opts.integer("max_buffered", max(DEFAULT_MAX_BUFFERED, 4 * size), minimum=size),
+            opts.integer("max_write_buffer", max(DEFAULT_MAX_WRITE_BUFFER, 2 * size), minimum=size),
+        )
         return cls(
             address,
             opts.port(),
-            opts.integer("max_frame_size", DEFAULT_MAX_FRAME_SIZE, minimum=1),
+            size,
             opts.number("connect_timeout", DEFAULT_CONNECT_TIMEOUT, positive=True),
             opts.number("send_timeout", DEFAULT_SEND_TIMEOUT, positive=True),
+            limits,
             options=opts.finish(),
         )
 
     async def listen(self, receiver: Receiver) -> Listener:
-        listener = TcpListener(receiver, self.max_frame_size)
+        listener = TcpListener(receiver, self.limits)
         await listener.bind(self.address, self.port)
         return listener
 
