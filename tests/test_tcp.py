@@ -718,3 +718,34 @@ async def test_replies_a_peer_never_reads_are_bounded_and_the_peer_cut(
             await still_serves(factory, server)
         finally:
             sock.close()
+
+
+async def test_graceful_close_counts_every_frame_it_read_but_did_not_handle(
+    factory: distro.Factory,
+) -> None:
+    # 192 of 200 frames already read were dropped without a count when the server closed.
+    server = factory.server(port=0, max_concurrency=1, close_timeout=0.5)
+    release = asyncio.Event()
+
+    @server.post("/job")
+    async def job(msg: distro.Message) -> None:
+        await release.wait()
+
+    await server.start()
+    try:
+        _, writer = await raw(server)
+        # ~15 kB in one write: one read takes it all, so every frame is in the server's hands.
+        writer.write(
+            b"".join(frame({"uri": "/job", "verb": "POST"}, i, f"j{i}") for i in range(200))
+        )
+        await writer.drain()
+        await wait_until(lambda: server.stats.received >= 1, what="the first job")
+        closing = asyncio.ensure_future(server.aclose())
+        await asyncio.sleep(0.05)
+        release.set()
+        await asyncio.wait_for(closing, 5)
+        writer.close()
+    finally:
+        await server.aclose()
+    stats = server.stats
+    assert stats.handled + stats.dropped_total == 200, stats

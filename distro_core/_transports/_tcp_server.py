@@ -302,6 +302,15 @@ class ServerProtocol(FrameWriter):
         else:
             self.transport.resume_reading()
 
+    def discard_held(self) -> None:
+        """The listener is closing: frames read but never handed to the core are dropped,
+        each counted ``closing`` (never silently)."""
+        count = self._inlet.close()
+        for _ in range(count):
+            self._receiver.frame_dropped(
+                "closing", f"tcp peer {self.where}: {count} frame(s) read but not handled"
+            )
+
     def close(self) -> None:
         """Close after writing what is queued (the listener bounds how long that may take)."""
         self.flush()
@@ -382,6 +391,7 @@ class TcpListener(Listener):
             self._server.close()
         protocols = list(self.connections)
         for protocol in protocols:
+            protocol.discard_held()
             if not protocol.lost.done():
                 protocol.close()
         waiting = [p.lost for p in protocols if not p.lost.done()]
