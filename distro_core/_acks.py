@@ -128,7 +128,7 @@ class Acknowledger:
 
         :returns: None when sent, else a :data:`Failure`.
         """
-        host, port = target
+        host = target[0]
         if not isinstance(host, str) or not host or len(host) > MAX_NAME:
             return "ack_refused", f"message {msg.id} names no usable RECEIVED address"
         if not self._any_address and not await self._is_sender(host, peer.host):
