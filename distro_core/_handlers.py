@@ -1,19 +1,21 @@
-"""Handlers as the server keeps them, and the ``server.post(...)``-style registration methods."""
+"""Handlers as the server keeps them, and the ``server.post(...)``-style registration methods
+(:class:`HandlerTable`, the registration half of :class:`~distro_core.Server`)."""
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import attrs
 
 from ._message import Message
+from ._routing import Router
 
 if TYPE_CHECKING:
-    from ._server import Server
+    from ._transport import RouteInfo
 
-__all__ = ["F", "BoundVerb", "Entry", "Handler", "Verb", "entry"]
+__all__ = ["F", "BoundVerb", "Entry", "Handler", "HandlerTable", "Verb", "entry"]
 
 Handler = Callable[[Message], Any]
 """A handler takes the message; it may be a plain or an async function. For a request, its
@@ -47,7 +49,7 @@ class BoundVerb:
 
     __slots__ = ("_server", "_verb")
 
-    def __init__(self, server: Server, verb: str) -> None:
+    def __init__(self, server: HandlerTable, verb: str) -> None:
         self._server = server
         self._verb = verb
 
@@ -69,7 +71,69 @@ class Verb:
         self.verb = verb
         self.__doc__ = doc
 
-    def __get__(self, server: Server | None, owner: type[Server]) -> BoundVerb:
+    def __get__(self, server: HandlerTable | None, owner: type[HandlerTable]) -> BoundVerb:
         if server is None:
             return self  # type: ignore[return-value]  # class access, for documentation tools
         return BoundVerb(server, self.verb)
+
+
+class HandlerTable:
+    """Handlers registered by verb and uri pattern, and catch-alls: the registration methods
+    of :class:`~distro_core.Server`, which subclasses this and reads the table to dispatch."""
+
+    def __init__(self) -> None:
+        self._router: Router[Entry] = Router()
+        # Whether a catch-all is ``async def``: then every message takes the async path.
+        self._catch_all_async = False
+
+    def receive(self, handler: F) -> F:
+        """Register ``handler`` for every message, whatever its uri or verb.
+
+        :returns: the handler, so this works as a decorator.
+        """
+        registered = entry(handler)
+        self._router.add_catch_all(registered)
+        self._catch_all_async = self._catch_all_async or registered.is_async
+        self._routes_changed()
+        return handler
+
+    @overload
+    def route(self, verb: str, uri: str) -> Callable[[F], F]: ...
+    @overload
+    def route(self, verb: str, uri: str, handler: F) -> F: ...
+
+    def route(self, verb: str, uri: str, handler: F | None = None) -> F | Callable[[F], F]:
+        """Register ``handler`` for messages with this verb whose uri matches ``uri``.
+
+        ``{name}`` segments match one path segment each and land in ``msg.params``; the match
+        ignores case. Without ``handler``, returns a decorator.
+
+        :raises RouteError: the pattern or verb is malformed.
+        """
+        if handler is None:
+            return lambda fn: self.route(verb, uri, fn)
+        route = self._router.add(verb, uri, entry(handler))
+        # Precomputed per route so that dispatch reads one flag to choose the async path.
+        route.meta = any(h.is_async for h in route.handlers)
+        self._routes_changed()
+        return handler
+
+    head = Verb("HEAD", "Register a HEAD handler (see :meth:`route`).")
+    get = Verb("GET", "Register a GET handler; messages without a verb come here too.")
+    post = Verb("POST", "Register a POST handler (see :meth:`route`).")
+    put = Verb("PUT", "Register a PUT handler (see :meth:`route`).")
+    delete = Verb("DELETE", "Register a DELETE handler (see :meth:`route`).")
+    patch = Verb("PATCH", "Register a PATCH handler (see :meth:`route`).")
+
+    @property
+    def routes(self) -> Sequence[RouteInfo]:
+        """The verb routes registered so far."""
+        return tuple(r.info for r in self._router.routes)
+
+    @property
+    def has_catch_all(self) -> bool:
+        """Whether any handler was registered with :meth:`receive`."""
+        return bool(self._router.catch_all)
+
+    def _routes_changed(self) -> None:
+        """Called after each registration (the server tells its listener)."""

@@ -1,4 +1,5 @@
-"""Requests, replies and RECEIVED acknowledgements: building them and matching them up. Pure.
+"""Requests, replies and RECEIVED acknowledgements: building them, deciding which reply a
+request gets (:func:`answer`) and matching them up. Pure.
 
 On the wire (docs/wire-format.md):
 
@@ -24,8 +25,10 @@ __all__ = [
     "REPLY",
     "Pending",
     "ack_target",
+    "answer",
     "as_request",
     "error_reply",
+    "no_handler",
     "received",
     "reply",
     "reply_outcome",
@@ -67,6 +70,49 @@ def error_reply(request: Message, text: str) -> bytes:
     text = str(text).encode("utf-8", "backslashreplace").decode("utf-8")
     headers = {"uri": REPLY, "inReplyTo": request.id, "error": text}
     return dumps({"id": new_id(), "headers": headers, "payload": None})
+
+
+def no_handler(headers: dict[str, Any]) -> str:
+    """The error text for a request nothing handles: ``"no handler for GET /uri"``."""
+    return f"no handler for {headers.get('verb') or 'GET'} {headers['uri']}"
+
+
+def answer(
+    request: Message,
+    value: Any,
+    error: str | None,
+    routed: bool,
+    limit: int | None,
+    transport_name: str,
+) -> bytes:
+    """Decide and encode what a server sends back to ``request``: the reply carrying
+    ``value``, or an error reply saying why not.
+
+    In order: the handlers' ``error``; no route (a catch-all's value never answers); a
+    value that is not JSON; a reply larger than the transport carries.
+
+    :param value: the value that answers (the first non-None one of a route handler).
+    :param error: the first route handler failure's text, or None.
+    :param routed: whether a route matched the request.
+    :param limit: the transport's ``max_message_size``, or None.
+    :param transport_name: the transport's name, for the too-large text.
+    :returns: the reply or error-reply frame.
+    """
+    if error is None and not routed:
+        error = no_handler(request.headers)
+    if error is None:
+        try:
+            data = reply(request, value)
+        except MessageError as exc:
+            error = f"the handler's return value cannot be sent: {exc}"
+        else:
+            if limit is None or len(data) <= limit:
+                return data
+            error = (
+                f"the reply is {len(data)} bytes encoded; "
+                f"{transport_name} carries at most {limit} bytes in one message"
+            )
+    return error_reply(request, error)
 
 
 def received(msg_id: str) -> Message:

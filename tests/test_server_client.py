@@ -10,6 +10,7 @@ import pytest
 
 import distro_core as distro
 from distro_core.testing import Recorder, wait_until
+from distro_core.transport import Segment
 
 
 class ListLogger:
@@ -263,3 +264,14 @@ async def test_awaitables_from_plain_handlers_keep_registration_order() -> None:
     assert reply.payload == "first"
     [error] = [text for level, text in logger.lines if level == logging.ERROR]
     assert "failing" in error and "late failure" in error
+
+
+def test_routes_are_reported_with_their_parsed_segments(factory: distro.Factory) -> None:
+    server = factory.server(port=0)
+    server.post("/Customer/{id}", lambda m: None)
+    assert not server.has_catch_all
+    [info] = server.routes
+    assert (info.verb, info.pattern) == ("POST", "/Customer/{id}")
+    assert info.segments == (Segment(""), Segment("customer"), Segment("id", param=True))
+    server.receive(lambda m: None)
+    assert server.has_catch_all
