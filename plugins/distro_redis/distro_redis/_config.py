@@ -16,6 +16,10 @@ use, ``factory.client(address=host, port=port)`` with ``server.address``, works 
   every server that subscribes).
 * ``connect_timeout``: seconds to connect and authenticate, and the bound on a send that has
   to reconnect first; default 5.
+
+They are read through the kit's :class:`~distro_core.transport.Options` (so unknown options,
+ports, numbers and strings are checked, and worded, as for every transport); what is Redis's
+own, the URL, the prefix after ``#`` and the bus they name, is worked out here.
 """
 
 from __future__ import annotations

@@ -8,16 +8,21 @@ per-message parsing through redis-py's generic reply machinery.
 
 Two kinds of link:
 
-* :class:`Publisher` writes PUBLISH commands and counts Redis's replies (so a close can wait
-  until everything sent was taken), remembering any error reply for the next send to report;
-  a sender may watch one PUBLISH's reply, the number of subscribers that got it.
-* :class:`Subscriber` (SUBSCRIBE / PSUBSCRIBE) delivers messages to a callback, tracks which
-  subscriptions Redis confirmed, and honours pause/resume by pausing the socket.
+* :class:`Publisher` writes PUBLISH commands through the kit's
+  :class:`~distro_core.transport.WriteBatcher` (one ``writelines`` per loop iteration, write
+  back-pressure) and counts Redis's replies (so a close can wait until everything sent was
+  taken); a sender may watch one PUBLISH's reply (a request's: the number of subscribers that
+  got it, or Redis's refusal), and an error reply nobody watched is kept for the next send to
+  report.
+* :class:`Subscriber` (SUBSCRIBE / PSUBSCRIBE) hands messages to the core (a server's through
+  the kit's :class:`~distro_core.transport.FrameInlet`, which holds them while the core has
+  paused reading), and tracks which subscriptions Redis confirmed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -26,38 +31,26 @@ import redis.exceptions
 from redis.asyncio.connection import AbstractConnection
 
 import distro_core as distro
-from distro_core.transport import Peer
+from distro_core.transport import ErrorTable, FrameInlet, Peer, WriteBatcher, map_error
 
 from ._channels import Subscriptions
 from ._config import RedisConfig
 from ._resp import CRLF, Decoder, ProtocolError, ReplyError, pack_command
 
-__all__ = ["Publisher", "Subscriber", "connect", "log", "wrap"]
+__all__ = ["REDIS_ERRORS", "Publisher", "Subscriber", "connect", "log"]
 
 log = logging.getLogger("distro.redis")
 
-HIGH_WATER = 1 << 20
-"""Bytes queued by a publisher past which a send waits for the socket to drain."""
-
 _ARGS_PER_COMMAND = 512
 
-_CONNECTION_ERRORS = (
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-    asyncio.TimeoutError,
-    OSError,
+REDIS_ERRORS: ErrorTable = (
+    (redis.exceptions.ConnectionError, distro.ConnectionError),  # wrong credentials included
+    (redis.exceptions.TimeoutError, distro.ConnectionError),
+    (asyncio.TimeoutError, distro.ConnectionError),  # not the builtin one before Python 3.11
+    (OSError, distro.ConnectionError),  # a Redis that cannot be resolved cannot be reached
 )
-
-
-def wrap(exc: BaseException, context: str) -> distro.TransportError:
-    """The distro error for a lower-layer one: ``ConnectionError`` when Redis cannot be
-    reached or the link broke, ``TransportError`` otherwise. Raise it ``from exc``."""
-    text = str(exc) or type(exc).__name__
-    if isinstance(exc, distro.TransportError):
-        return exc
-    if isinstance(exc, _CONNECTION_ERRORS):
-        return distro.ConnectionError(f"{context}: {text}")
-    return distro.TransportError(f"{context}: {text}")
+"""redis-py's exceptions (and the rest) as :func:`~distro_core.transport.map_error` maps them:
+Redis cannot be reached or the link broke; anything else is a ``TransportError``."""
 
 
 async def connect(config: RedisConfig, role: str) -> tuple[AbstractConnection, asyncio.Transport]:
@@ -75,7 +68,7 @@ async def connect(config: RedisConfig, role: str) -> tuple[AbstractConnection, a
         where = f"redis transport: cannot open the {role} link to Redis at {config.location}"
         if isinstance(exc, asyncio.TimeoutError) and not str(exc):
             where += f" (no answer within {config.connect_timeout:g}s)"
-        raise wrap(exc, where) from exc
+        raise map_error(exc, where, table=REDIS_ERRORS) from exc
     except BaseException:
         await _disconnect(conn)
         raise
@@ -147,18 +140,21 @@ class _Link(asyncio.Protocol):
 
 
 class Publisher(_Link):
-    """A link that publishes: PUBLISH commands written in batches, replies counted."""
+    """A link that publishes: PUBLISH commands written in batches, replies counted.
+
+    :ivar batcher: queues the commands of one loop iteration and writes them at its end (or
+        at :data:`~distro_core.transport.FLUSH_AT` bytes); its ``congested`` says a sender
+        should :meth:`drain`.
+    """
 
     def __init__(
         self, conn: AbstractConnection, transport: asyncio.Transport, on_lost: LostCallback
     ) -> None:
         super().__init__(conn, transport, on_lost)
-        self._queue: list[bytes] = []
-        self._queued = 0
-        self._scheduled = False
+        self.batcher = WriteBatcher(self._loop, transport.writelines)
+        self._write_parts = self.batcher.write_parts
         self._tail = b""
-        self._write_paused = False
-        self._waiters: list[asyncio.Future[None]] = []
+        self._settlers: list[asyncio.Future[None]] = []
         self._watchers: deque[tuple[int, Callable[[int | str], None]]] = deque()
         self.sent = 0
         self.answered = 0
@@ -167,11 +163,7 @@ class Publisher(_Link):
     def publish(self, head: bytes, data: bytes) -> None:
         """Queue ``PUBLISH`` of ``data`` (``head`` from :func:`~._resp.publish_head`); it is
         written with everything else queued in this loop iteration."""
-        if not self._scheduled:
-            self._scheduled = True
-            self._loop.call_soon(self._flush)
-        self._queue += (head, b"$%d\r\n" % len(data), data, CRLF)
-        self._queued += len(data)
+        self._write_parts((head, b"$%d\r\n" % len(data), data, CRLF), len(data))
         self.sent += 1
 
     def watch(self, callback: Callable[[int | str], None]) -> None:
@@ -184,44 +176,25 @@ class Publisher(_Link):
         """PUBLISH commands Redis has not answered yet."""
         return self.sent - self.answered
 
-    @property
-    def congested(self) -> bool:
-        """Whether a sender should :meth:`drain` before queueing more."""
-        return self._queued > HIGH_WATER or self._write_paused
-
-    def _flush(self) -> None:
-        self._scheduled = False
-        if not self._queue:
-            return
-        queue, self._queue = self._queue, []
-        self._queued = 0
-        if not self.closed:
-            self._transport.writelines(queue)
-
     async def drain(self, timeout: float) -> None:
-        """Write what is queued and wait until the socket takes more.
+        """Write what is queued and, while the socket pushes back, wait until it takes more.
 
         :raises distro.ConnectionError: the link broke, or Redis read nothing for ``timeout``.
         """
-        self._flush()
-        if not self._write_paused or self.closed:
-            return
-        waiter = self._loop.create_future()
-        self._waiters.append(waiter)
         try:
-            await asyncio.wait_for(asyncio.shield(waiter), timeout)
-        except asyncio.TimeoutError as exc:
-            raise distro.ConnectionError(
-                f"redis transport: Redis took no data for {timeout:g}s"
-            ) from exc
+            await self.batcher.drain(timeout)
+        except distro.ConnectionError as exc:
+            if exc is self.batcher.error:
+                raise
+            raise distro.ConnectionError(f"redis transport: writing to Redis: {exc}") from exc
 
     async def settle(self, timeout: float) -> bool:
         """Write what is queued and wait until Redis answered every PUBLISH; False on time-out."""
-        self._flush()
+        self.batcher.flush()
         if self.outstanding <= 0 or self.closed:
             return self.outstanding <= 0
         waiter = self._loop.create_future()
-        self._waiters.append(waiter)
+        self._settlers.append(waiter)
         try:
             await asyncio.wait_for(asyncio.shield(waiter), timeout)
         except (asyncio.TimeoutError, distro.TransportError):
@@ -229,15 +202,14 @@ class Publisher(_Link):
         return True
 
     def pause_writing(self) -> None:
-        self._write_paused = True
+        self.batcher.pause_writing()
 
     def resume_writing(self) -> None:
-        self._write_paused = False
-        self._wake()
+        self.batcher.resume_writing()
 
-    def _wake(self, error: BaseException | None = None) -> None:
-        waiters, self._waiters = self._waiters, []
-        for waiter in waiters:
+    def _settled(self, error: BaseException | None = None) -> None:
+        settlers, self._settlers = self._settlers, []
+        for waiter in settlers:
             if not waiter.done():
                 if error is None:
                     waiter.set_result(None)
@@ -245,12 +217,18 @@ class Publisher(_Link):
                     waiter.set_exception(error)
 
     def _lost(self) -> None:
-        self._queue = []
-        self._queued = 0
+        error = distro.ConnectionError("redis transport: the publisher link is closed")
+        unwritten = self.batcher.queued
+        self.batcher.lost(error)
+        if unwritten:
+            log.warning(
+                "redis transport: the publisher link closed with %d bytes of PUBLISH unwritten",
+                unwritten,
+            )
         # Whether the unanswered PUBLISHes reached anyone is unknown: their watchers learn
         # nothing (a request then ends by its time-out or the reply link's loss).
         self._watchers.clear()
-        self._wake(distro.ConnectionError("redis transport: the publisher link is closed"))
+        self._settled(error)
 
     def data_received(self, data: bytes) -> None:
         # Replies to PUBLISH are one line each (":<n>" or "-<error>"): unless one is watched or
@@ -266,36 +244,46 @@ class Publisher(_Link):
             self._replies(data.split(b"\r\n")[:-1])
         else:
             self.answered += data.count(b"\n")
-        if self.answered >= self.sent and self._waiters and not self._write_paused:
-            self._wake()
+        if self._settlers and self.answered >= self.sent:
+            self._settled()
 
     def _replies(self, lines: list[bytes]) -> None:
         watchers = self._watchers
         for line in lines:
             self.answered += 1
             value: int | str
+            refused: str | None = None
             if line[:1] == b"-":
-                value = self.error = line[1:].decode("utf-8", "replace")
-                log.error("redis transport: Redis refused a PUBLISH: %s", value)
+                value = refused = line[1:].decode("utf-8", "replace")
+                log.error("redis transport: Redis refused a PUBLISH: %s", refused)
             else:
                 try:
                     value = int(line[1:])
                 except ValueError:
                     value = f"unexpected reply {line[:40]!r}"
+            watcher = None
             while watchers and watchers[0][0] <= self.answered:
                 seq, callback = watchers.popleft()
                 if seq == self.answered:
-                    try:
-                        callback(value)
-                    except Exception:
-                        log.exception("redis transport: a PUBLISH watcher failed")
+                    watcher = callback
+            if watcher is not None:
+                try:
+                    watcher(value)
+                except Exception:
+                    log.exception("redis transport: a PUBLISH watcher failed")
+            elif refused is not None:
+                # Nobody waits for this PUBLISH's answer (a one-way send): the next send
+                # reports it.
+                self.error = refused
 
 
 class Subscriber(_Link):
-    """A link that subscribes and delivers each message's payload to ``deliver``.
+    """A link that subscribes and hands each message's payload on: a server's to the core
+    through ``inlet`` (which holds them while the core has paused reading), a client's
+    (replies) to ``deliver``.
 
-    :param deliver: called with the payload, or with the payload and ``peer`` when a peer is
-        given (a server's ``frame_received``).
+    :param deliver: a client's ``frame_received``.
+    :param inlet: a server's inlet, and ``peer`` the peer every frame comes with.
     """
 
     def __init__(
@@ -303,15 +291,20 @@ class Subscriber(_Link):
         conn: AbstractConnection,
         transport: asyncio.Transport,
         on_lost: LostCallback,
-        deliver: Callable[..., None],
+        *,
+        deliver: Callable[[bytes], None] | None = None,
+        inlet: FrameInlet | None = None,
         peer: Peer | None = None,
     ) -> None:
         super().__init__(conn, transport, on_lost)
+        self._hand: Callable[[list[bytes]], None]
+        if inlet is not None and peer is not None and deliver is None:
+            self._hand = functools.partial(inlet.deliver_all, peer=peer)
+        elif deliver is not None and inlet is None:
+            self._hand = functools.partial(_each, deliver)
+        else:
+            raise TypeError("a Subscriber takes deliver, or inlet and peer")
         self._decoder = Decoder()
-        self._deliver = deliver
-        self._peer = peer
-        self._paused = False
-        self._held: deque[bytes] = deque()
         self._pongs: deque[asyncio.Future[None]] = deque()
         self._refused: list[str] = []
         self.subs = Subscriptions()
@@ -362,31 +355,17 @@ class Subscriber(_Link):
 
     # -- flow control -----------------------------------------------------------------------
 
-    def pause(self) -> None:
-        """Stop delivering; the socket stops being read (Redis buffers what comes meanwhile)."""
-        self._paused = True
+    def pause_reading(self) -> None:
+        """Stop reading the socket (Redis buffers what comes meanwhile)."""
         if not self.closed:
             self._transport.pause_reading()
 
-    def resume(self) -> None:
-        """Deliver what was held, then read the socket again."""
-        self._paused = False
-        held = self._held
-        while held and not self._paused:
-            self._take(held.popleft())
-        if not self._paused and not self.closed:
+    def resume_reading(self) -> None:
+        """Read the socket again."""
+        if not self.closed:
             self._transport.resume_reading()
 
     # -- input ------------------------------------------------------------------------------
-
-    def _take(self, payload: bytes) -> None:
-        try:
-            if self._peer is None:
-                self._deliver(payload)
-            else:
-                self._deliver(payload, self._peer)
-        except Exception:
-            log.exception("redis transport: the receiver failed on a frame")
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -394,9 +373,8 @@ class Subscriber(_Link):
         except ProtocolError as exc:
             self._abort(exc)
             return
-        deliver = self._deliver
-        peer = self._peer
         subs = self.subs
+        frames: list[bytes] = []
         for reply in replies:
             if type(reply) is list and len(reply) >= 3:
                 kind = reply[0]
@@ -410,18 +388,8 @@ class Subscriber(_Link):
                     if type(kind) is bytes and type(reply[1]) is bytes:
                         subs.confirmed(kind, reply[1])
                     continue
-                if type(payload) is not bytes:
-                    continue
-                if self._paused:
-                    self._held.append(payload)
-                    continue
-                try:
-                    if peer is None:
-                        deliver(payload)
-                    else:
-                        deliver(payload, peer)
-                except Exception:
-                    log.exception("redis transport: the receiver failed on a frame")
+                if type(payload) is bytes:
+                    frames.append(payload)
             elif isinstance(reply, ReplyError):
                 self._refused.append(reply.message)
                 log.error("redis transport: Redis refused a subscription: %s", reply.message)
@@ -431,12 +399,24 @@ class Subscriber(_Link):
                 waiter = self._pongs.popleft()
                 if not waiter.done():
                     waiter.set_result(None)
+        if not frames:
+            return
+        # Confirmations and messages were taken in stream order above: each message's owner
+        # was decided against the subscriptions active when Redis sent it.
+        try:
+            self._hand(frames)
+        except Exception:
+            log.exception("redis transport: the receiver failed on a frame")
 
     def _lost(self) -> None:
-        self._held.clear()
         self.subs.reset()
         error = distro.ConnectionError("redis transport: the subscriber link was lost")
         while self._pongs:
             waiter = self._pongs.popleft()
             if not waiter.done():
                 waiter.set_exception(error)
+
+
+def _each(deliver: Callable[[bytes], None], frames: list[bytes]) -> None:
+    for frame in frames:
+        deliver(frame)

@@ -6,8 +6,12 @@
   claimed on that bus, so ``{"address": bus, "port": n}`` headers send RECEIVED to it. Every
   frame it receives has ``peer.host == bus``: a sender's "host" is the bus it came through, so
   by default RECEIVED may go to any server on the same bus and nowhere else.
+  Frames it has read while the core paused reading wait in the listener's
+  :class:`~distro_core.transport.FrameInlet`, so they survive a reconnection.
 * A client (:class:`RedisConnection`) holds a publisher and a subscriber for its own reply
-  channel, whose name is its ``reply_to``.
+  channel, whose name is its ``reply_to``. Redis answers each PUBLISH with the number of
+  subscribers that got it: a request nobody got, or one Redis refused, is reported to the core
+  (``request_failed``) at once instead of waiting for its time-out.
 * Servers reconnect and resubscribe by themselves after Redis restarts; a client reconnects on
   its next send, which fails with :class:`distro.ConnectionError` while Redis is unreachable.
 """
@@ -29,7 +33,7 @@ from distro_core import transport as kit
 
 from ._channels import REPLY_MARK, ack_channel, message_channel, plan, reply_channel
 from ._config import MAX_BULK, RedisConfig, read_options
-from ._link import Publisher, Subscriber, connect, log, wrap
+from ._link import REDIS_ERRORS, Publisher, Subscriber, connect, log
 from ._resp import publish_head
 
 __all__ = ["RedisConnection", "RedisListener", "RedisTransport"]
@@ -82,7 +86,7 @@ class RedisListener(kit.Listener):
         self._pub: Publisher | None = None
         self._ack = b""
         self._asked: tuple[frozenset[bytes], frozenset[bytes]] = (frozenset(), frozenset())
-        self._paused = False
+        self._inlet = kit.FrameInlet(receiver)
         self._serving = False
         self._closing = False
         self._reconnector: asyncio.Task[None] | None = None
@@ -120,11 +124,9 @@ class RedisListener(kit.Listener):
             self._link_lost(None, None)
 
     def _subscriber(self, conn: AbstractConnection, transport: asyncio.Transport) -> Subscriber:
-        sub = Subscriber(
-            conn, transport, self._link_lost, self._receiver.frame_received, self._peer
-        )
-        if self._paused:
-            sub.pause()
+        sub = Subscriber(conn, transport, self._link_lost, inlet=self._inlet, peer=self._peer)
+        if self._inlet.paused:
+            sub.pause_reading()
         return sub
 
     async def _claim(self, sub: Subscriber, pub_conn: AbstractConnection) -> int:
@@ -149,7 +151,8 @@ class RedisListener(kit.Listener):
                 self._ack = channel
                 return port
             except (redis.exceptions.RedisError, OSError) as exc:
-                raise wrap(exc, f"redis transport: claiming a port on {config.bus}") from exc
+                context = f"redis transport: claiming a port on {config.bus}"
+                raise kit.map_error(exc, context, table=REDIS_ERRORS) from exc
             if isinstance(reply, list) and len(reply) == 2 and int(reply[1]) <= 1:
                 self._ack = channel
                 return port
@@ -222,14 +225,14 @@ class RedisListener(kit.Listener):
     # -- flow control and reconnection ------------------------------------------------------
 
     def pause_reading(self) -> None:
-        self._paused = True
+        self._inlet.pause()
         if self._sub is not None:
-            self._sub.pause()
+            self._sub.pause_reading()
 
     def resume_reading(self) -> None:
-        self._paused = False
-        if self._sub is not None:
-            self._sub.resume()
+        # The frames held meanwhile go first; reading resumes once the core took them all.
+        if self._inlet.resume() and self._sub is not None:
+            self._sub.resume_reading()
 
     def _link_lost(self, link: Any, exc: BaseException | None) -> None:
         if self._closing or not self._serving:
@@ -294,6 +297,12 @@ class RedisListener(kit.Listener):
             await pub.aclose()
         if sub is not None:
             await sub.aclose()
+        discarded = self._inlet.close()
+        for _ in range(discarded):
+            self._receiver.frame_dropped(
+                "closing",
+                f"redis transport: a frame held while paused, server on {self.config.bus}",
+            )
 
 
 class RedisConnection(kit.Connection):
@@ -339,7 +348,9 @@ class RedisConnection(kit.Connection):
         links = dict(zip(roles, await _open_links(config, roles), strict=True))
         if "subscriber" in links:
             conn, transport = links["subscriber"]
-            sub = Subscriber(conn, transport, self._link_lost, self._receiver.frame_received)
+            sub = Subscriber(
+                conn, transport, self._link_lost, deliver=self._receiver.frame_received
+            )
             old_sub, self._sub = self._sub, sub
             if old_sub is not None:
                 await old_sub.aclose()
@@ -391,7 +402,7 @@ class RedisConnection(kit.Connection):
         if pub is None or pub.closed or (self._replies and (self._sub is None or self._sub.closed)):
             pub = await self._reconnect()
         self._publish(pub, data, message)
-        if pub.congested:
+        if pub.batcher.congested:
             await pub.drain(self.config.connect_timeout)
 
     async def request(self, data: bytes, message: distro.Message) -> None:
@@ -403,7 +414,7 @@ class RedisConnection(kit.Connection):
             # Redis answers a PUBLISH with how many subscribers got it: with none, no reply
             # can come, so the request fails now instead of at its time-out.
             pub.watch(functools.partial(self._heard, message.id))
-        if pub.congested:
+        if pub.batcher.congested:
             await pub.drain(self.config.connect_timeout)
 
     def _publish(self, pub: Publisher, data: bytes, message: distro.Message) -> None:

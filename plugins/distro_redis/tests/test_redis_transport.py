@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import redis
 import redis.asyncio as aredis
-from _redis_servers import free_port
+from _redis_servers import RedisProcess, free_port
 
 import distro_core as distro
 from distro_core.testing import Recorder, wait_until
@@ -82,7 +82,6 @@ async def test_a_client_publishes_on_uri_and_verb_and_get_without_verb(
     ]
 
 
-
 async def test_a_message_reaches_every_route_the_core_matches_it_to(
     options: dict[str, Any],
 ) -> None:
@@ -99,6 +98,7 @@ async def test_a_message_reaches_every_route_the_core_matches_it_to(
         await client.send(distro.message({"uri": "/\u0130", "verb": "POST"}))
         await got.wait_for(2)
     assert [m.uri for m in got.messages] == ["/\u212a/1", "/\u0130"]
+
 
 # -- fan-out and exactly once ------------------------------------------------------------------
 
@@ -206,6 +206,48 @@ async def test_routes_registered_after_start_are_subscribed(options: dict[str, A
     assert got.messages[0].params == {"n": "1"}
 
 
+async def test_a_closing_server_counts_the_frames_it_held_while_paused(
+    options: dict[str, Any], redis_url: str, prefix: str
+) -> None:
+    """With one handler at a time, frames read behind a busy handler are held; those still
+    held when the server closes are counted ("closing"), never dropped silently. (Those not
+    read yet go with the link: Redis pub/sub is at-most-once.)"""
+    factory = distro.create("redis")
+    server = factory.server(options, max_concurrency=1, close_timeout=0.5)
+    release = asyncio.Event()
+
+    @server.post("/job")
+    async def job(msg: distro.Message) -> None:
+        await release.wait()
+
+    await server.start()
+    try:
+        frames = [
+            raw({"id": str(uuid.uuid4()), "headers": {"uri": "/job", "verb": "POST"}, "payload": i})
+            for i in range(200)
+        ]
+        publisher = aredis.Redis.from_url(redis_url)
+        try:
+            # One pipeline: the server reads many of them in one go, behind the first.
+            async with publisher.pipeline(transaction=False) as pipe:
+                for data in frames:
+                    pipe.publish(f"{prefix}/JOB.POST", data)
+                await pipe.execute()
+        finally:
+            await publisher.aclose()
+        await wait_until(lambda: server.stats.received >= 1, what="the first job")
+        closing = asyncio.ensure_future(server.aclose())
+        await asyncio.sleep(0.05)
+        release.set()
+        await asyncio.wait_for(closing, 5)
+    finally:
+        await server.aclose()
+    stats = server.stats
+    assert stats.handled == 1, stats
+    assert 0 < stats.dropped.get("closing", 0) < 200, stats
+    assert stats.dropped_total == stats.dropped["closing"], stats
+
+
 # -- request/reply -----------------------------------------------------------------------------
 
 
@@ -215,6 +257,32 @@ async def test_a_request_no_server_subscribes_to_fails_at_once(options: dict[str
         with pytest.raises(distro.RemoteError, match="no handler for GET /nobody"):
             await client.request(distro.message({"uri": "/nobody"}), timeout=5)
     assert time.monotonic() - started < 2
+
+
+async def test_a_publish_redis_refuses_fails_its_request_or_the_next_send(
+    own_redis: RedisProcess,
+) -> None:
+    """A user whose ACL lets it take its replies but publish nowhere else: a request fails at
+    once as refused; a refused one-way send is reported by a later send."""
+    admin = redis.Redis.from_url(own_redis.url)
+    try:
+        admin.execute_command(
+            "ACL", "SETUSER", "mute", "on", ">pw", "~*", "resetchannels",
+            "&acl:distro.reply.*", "+@all",
+        )  # fmt: skip
+    finally:
+        admin.close()
+    url = own_redis.url.replace("redis://", "redis://mute:pw@")
+    async with distro.create("redis").client(url=url, prefix="acl:") as client:
+        started = time.monotonic()
+        with pytest.raises(distro.RemoteError, match=r"the request was refused: .*NOPERM"):
+            await client.request(distro.message({"uri": "/x"}), timeout=5)
+        assert time.monotonic() - started < 2
+        with pytest.raises(distro.TransportError, match=r"refused an earlier PUBLISH.*NOPERM"):
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:  # until Redis's answer to a send is back
+                await client.send(distro.message({"uri": "/x", "verb": "POST"}))
+                await asyncio.sleep(0.01)
 
 
 async def test_a_server_replies_only_on_reply_channels(
