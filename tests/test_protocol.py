@@ -201,7 +201,7 @@ async def test_a_server_answers_raw_requests_in_the_documented_shapes() -> None:
 
     receiver = RawReceiver()
     async with server:
-        transport = factory.transport({"port": server.address[1], "network": network})
+        transport = factory.transport.from_options({"port": server.address[1], "network": network})
         link = await transport.connect(receiver)
         sent = [
             distro.message({"uri": "/customer/7", "verb": "GET"}),
