@@ -93,7 +93,8 @@ class Server(HandlerTable):
         self._unstarted = 0
         self._paused = False
         self._backlog: deque[tuple[bytes, Peer]] = deque()
-        self._acks = Acknowledger(transport, any_address=ack_any_address)
+        # Acknowledgements run apart from handlers: they never take a max_concurrency slot.
+        self._acks = Acknowledger(transport, any_address=ack_any_address, report=self._acknowledged)
         self._can_reply = transport.capabilities.request_reply
         self._can_ack = transport.capabilities.acknowledgements
         # Over pub/sub another server may handle what this one has no route for: it must not
@@ -312,12 +313,13 @@ class Server(HandlerTable):
         if self._can_ack and "port" in headers:
             target = _protocol.ack_target(msg)
             if target is not None:
-                self._spawn(self._acknowledge(msg, target, peer))
+                failure = self._acks.submit(msg, target, peer)
+                if failure is not None:
+                    self._log.dropped(*failure)
         if peer.settles:
             peer.settle(outcome(handled, failed))
 
-    async def _acknowledge(self, msg: Message, target: tuple[str, int], peer: Peer) -> None:
-        failure = await self._acks.send(msg, target, peer)
+    def _acknowledged(self, failure: tuple[str, str] | None) -> None:
         if failure is None:
             self.stats.acks_sent += 1
         else:

@@ -169,3 +169,47 @@ async def test_udp_server_acking_thousands_of_datagrams_keeps_descriptors_bounde
                     await asyncio.sleep(0.02)
             grown = _open_descriptors() - before
     assert grown <= MAX_LINKS + 4, f"{grown} descriptors still open"
+
+
+async def test_acks_to_a_target_that_never_answers_do_not_stall_handlers() -> None:
+    # Acks used to be tasks counted against max_concurrency: 400 of them to a tcp target
+    # whose accept queue is full stalled every handler of the server for seconds.
+    import socket
+    import time
+
+    full = socket.socket()
+    full.bind(("127.0.0.1", 0))
+    full.listen(0)
+    fillers = []
+    try:
+        for _ in range(4):  # fill the accept queue: later connects get no answer at all
+            filler = socket.socket()
+            filler.setblocking(False)
+            filler.connect_ex(full.getsockname())
+            fillers.append(filler)
+        factory = distro.create("tcp")
+        server = factory.server(port=0, max_concurrency=4, ack_any_address=True)
+        server.post("/order", lambda msg: None)
+        server.get("/ping", lambda msg: "pong")
+        async with server, factory.client(port=server.address[1]) as client:
+            where = {"address": "127.0.0.1", "port": full.getsockname()[1]}
+            for _ in range(400):
+                await client.send(distro.message({"uri": "/order", "verb": "POST", **where}))
+            began = time.monotonic()
+            reply = await client.request(distro.message({"uri": "/ping"}), timeout=5)
+            assert reply.payload == "pong"
+            assert time.monotonic() - began < 1.0
+            # Every ack ends in bounded time, counted: timed out, or refused for overload.
+            stats = server.stats
+            for _ in range(200):
+                ended = sum(stats.dropped.get(r, 0) for r in ("ack_timeout", "ack_overload"))
+                if ended + stats.acks_sent == 400:
+                    break
+                await asyncio.sleep(0.05)
+            assert stats.handled == 401
+            assert stats.dropped.get("ack_overload", 0) == 400 - 256
+            assert stats.dropped.get("ack_timeout", 0) + stats.acks_sent == 256
+    finally:
+        for filler in fillers:
+            filler.close()
+        full.close()
