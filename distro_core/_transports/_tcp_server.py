@@ -96,6 +96,7 @@ class FrameWriter(asyncio.BufferedProtocol):
     """
 
     transport: asyncio.Transport
+    _read_buffer: bytearray
     write_frame: Callable[[bytes], None]
     """Write one frame (without its newline); the caller checked the connection is open."""
 
@@ -108,6 +109,11 @@ class FrameWriter(asyncio.BufferedProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+
+    def get_buffer(self, sizehint: int) -> bytearray:
+        # Every connection of the loop reads into the one shared buffer (see the module
+        # docstring); the subclass sets ``_read_buffer``.
+        return self._read_buffer
 
     def _write_one(self, data: bytes) -> None:
         self.transport.write(data + _NL)
@@ -202,9 +208,6 @@ class ServerProtocol(FrameWriter):
         listener.connections.add(self)
         if listener.paused:
             self.update_reading()
-
-    def get_buffer(self, sizehint: int) -> bytearray:
-        return self._read_buffer
 
     def buffer_updated(self, nbytes: int) -> None:
         try:

@@ -74,9 +74,6 @@ class _ClientProtocol(FrameWriter):
         self._error: BaseException | None = None
         self.notified = False
 
-    def get_buffer(self, sizehint: int) -> bytearray:
-        return self._read_buffer
-
     def buffer_updated(self, nbytes: int) -> None:
         try:
             frames = self._decoder.feed_from(self._read_buffer, nbytes)
