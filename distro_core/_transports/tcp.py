@@ -124,16 +124,40 @@ class _TcpConnection(Connection):
         self._lock = asyncio.Lock()
         self._closed = False
 
-    async def open(self) -> _ClientProtocol:
+    async def open(self, retry: bool = False) -> _ClientProtocol:
         """Connect, bounded by ``connect_timeout``.
 
+        :param retry: while the server refuses (not listening yet: services start in any
+            order), try again with a short back-off until ``connect_timeout`` has passed.
         :raises ConnectionError: refused, unreachable or not within the time-out.
         """
+        if not retry:
+            return await self._open_once(self._timeout)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout
+        delay = 0.02
+        while True:
+            try:
+                return await self._open_once(max(deadline - loop.time(), 0.001))
+            except ConnectionError as exc:
+                refused = isinstance(exc.__cause__, ConnectionRefusedError)
+                left = deadline - loop.time()
+                if not refused or left <= 0 or self._closed:
+                    if refused:
+                        raise ConnectionError(
+                            f"tcp: nothing listens at {self.where}: refused for "
+                            f"{self._timeout:g}s (connect_timeout)"
+                        ) from exc.__cause__
+                    raise
+                await asyncio.sleep(min(delay, left))
+                delay = min(delay * 2, 0.25)
+
+    async def _open_once(self, timeout: float) -> _ClientProtocol:
         loop = asyncio.get_running_loop()
         try:
             _, protocol = await asyncio.wait_for(
                 loop.create_connection(lambda: _ClientProtocol(self), self._host, self._port),
-                self._timeout,
+                timeout,
             )
         except asyncio.TimeoutError as exc:
             raise ConnectionError(
@@ -309,5 +333,7 @@ class TcpTransport(Transport):
         if not isinstance(host, str) or type(port) is not int or not 0 < port <= 65535:
             raise ConnectionError(f"tcp: cannot connect to {host!r} port {port!r}")
         connection = _TcpConnection(receiver, host, port, self)
-        await connection.open()
+        # A client's first connection waits for a server that is still starting; a RECEIVED
+        # link (target given) does not: the ack path must not wait on absent servers.
+        await connection.open(retry=target is None)
         return connection
