@@ -260,6 +260,7 @@ class ServerProtocol(FrameWriter):
                 f"tcp: peer {self.where} reads no replies ({queued} bytes would wait, "
                 f"max_write_buffer={limit}); disconnected"
             )
+
     def eof_received(self) -> bool | None:
         self._end_of_stream()
         return None  # close our side too: a half-closed peer gets no more replies
@@ -337,14 +338,17 @@ class TcpListener(Listener):
         self.closed = False
         self._server: asyncio.AbstractServer | None = None
 
-    async def bind(self, host: str, port: int) -> None:
-        """Listen on ``host`` and ``port`` (0: any free one).
+    async def bind(self, host: str, port: int, reuse_port: bool = False) -> None:
+        """Listen on ``host`` and ``port`` (0: any free one); with ``reuse_port``, share the
+        port with other listeners that ask for it too (SO_REUSEPORT).
 
         :raises AddressInUse: the port is taken on that address.
         :raises TransportError: the address cannot be listened on for another reason.
         """
         try:
-            server = await self.loop.create_server(lambda: ServerProtocol(self), host, port)
+            server = await self.loop.create_server(
+                lambda: ServerProtocol(self), host, port, reuse_port=reuse_port or None
+            )
         except OSError as exc:
             raise map_error(exc, f"tcp: cannot listen on {where(host, port)}") from exc
         self._server = server

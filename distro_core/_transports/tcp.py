@@ -253,6 +253,8 @@ class TcpTransport(Transport):
     * ``max_write_buffer`` (server): bytes of replies that may wait for one peer that reads
       none of them (4 MiB by default); past it the connection is cut and the reply counted
       ``reply_failed``.
+    * ``reuse_port`` (server; Linux and BSDs): several servers, in one process or several,
+      listen on one port and the kernel spreads connections between them.
     * ``send_timeout``: seconds a client's ``send`` waits while the server reads nothing and
       the connection's buffers are full (10 by default); then it raises ``ConnectionError``.
     """
@@ -270,9 +272,11 @@ class TcpTransport(Transport):
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         send_timeout: float = DEFAULT_SEND_TIMEOUT,
         limits: ServerLimits | None = None,
+        reuse_port: bool = False,
         *,
         options: Mapping[str, Any],
     ) -> None:
+        self.reuse_port = reuse_port
         self.limits = limits or ServerLimits(
             max_frame_size,
             DEFAULT_MAX_CONNECTIONS,
@@ -316,12 +320,13 @@ class TcpTransport(Transport):
             opts.number("connect_timeout", DEFAULT_CONNECT_TIMEOUT, positive=True),
             opts.number("send_timeout", DEFAULT_SEND_TIMEOUT, positive=True),
             limits,
+            opts.flag("reuse_port", False),
             options=opts.finish(),
         )
 
     async def listen(self, receiver: Receiver) -> Listener:
         listener = TcpListener(receiver, self.limits)
-        await listener.bind(self.address, self.port)
+        await listener.bind(self.address, self.port, reuse_port=self.reuse_port)
         return listener
 
     async def connect(

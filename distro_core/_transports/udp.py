@@ -319,6 +319,8 @@ class UDPTransport(Transport):
     Datagrams that arrive while the buffer is full are dropped by the kernel, unseen by distro:
     a burst of replies to many outstanding requests needs room (a lost reply surfaces as the
     request's ``RequestTimeout``, a lost one-way message nowhere: udp is unreliable).
+    ``reuse_port=True`` (servers; Linux and BSDs) lets several servers, in one process or
+    several, bind one port: the kernel spreads datagrams between them by source address.
 
     :cvar family: the socket address family.
     :cvar loopback: the default address.
@@ -333,9 +335,11 @@ class UDPTransport(Transport):
         address: str,
         port: int,
         receive_buffer: int = 0,
+        reuse_port: bool = False,
         *,
         options: Mapping[str, Any] = _NO_OPTIONS,
     ) -> None:
+        self.reuse_port = reuse_port
         self.address = address
         self.port = port
         self.receive_buffer = receive_buffer or DEFAULT_RECEIVE_BUFFER
@@ -373,7 +377,10 @@ class UDPTransport(Transport):
                 )
         port = opts.port()
         buffer = opts.integer("receive_buffer", DEFAULT_RECEIVE_BUFFER, minimum=4096)
-        return cls(address, port, buffer, options=opts.finish())
+        reuse_port = opts.flag("reuse_port", False)
+        if reuse_port and not hasattr(socket, "SO_REUSEPORT"):
+            raise ValueError(f"{cls.name} option 'reuse_port': this platform has no SO_REUSEPORT")
+        return cls(address, port, buffer, reuse_port, options=opts.finish())
 
     async def _resolve(self, host: str, port: int, passive: bool) -> Any:
         """The socket address of ``host``/``port`` in this transport's family."""
@@ -403,6 +410,9 @@ class UDPTransport(Transport):
         sock = self._socket()
         try:
             # No SO_REUSEADDR: on UDP it would let a second server share the port silently.
+            # SO_REUSEPORT only when asked: then the kernel spreads datagrams between them.
+            if self.reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             sock.setblocking(False)
             sock.bind(sockaddr)
         except OSError as exc:
