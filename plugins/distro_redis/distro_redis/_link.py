@@ -22,7 +22,6 @@ Two kinds of link:
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -297,12 +296,11 @@ class Subscriber(_Link):
         peer: Peer | None = None,
     ) -> None:
         super().__init__(conn, transport, on_lost)
-        self._hand: Callable[[list[bytes]], None]
+        self._sink: tuple[FrameInlet, Peer] | None = None
+        self._deliver = deliver
         if inlet is not None and peer is not None and deliver is None:
-            self._hand = functools.partial(inlet.deliver_all, peer=peer)
-        elif deliver is not None and inlet is None:
-            self._hand = functools.partial(_each, deliver)
-        else:
+            self._sink = (inlet, peer)
+        elif deliver is None or inlet is not None or peer is not None:
             raise TypeError("a Subscriber takes deliver, or inlet and peer")
         self._decoder = Decoder()
         self._pongs: deque[asyncio.Future[None]] = deque()
@@ -374,6 +372,7 @@ class Subscriber(_Link):
             self._abort(exc)
             return
         subs = self.subs
+        deliver = self._deliver
         frames: list[bytes] = []
         for reply in replies:
             if type(reply) is list and len(reply) >= 3:
@@ -388,8 +387,15 @@ class Subscriber(_Link):
                     if type(kind) is bytes and type(reply[1]) is bytes:
                         subs.confirmed(kind, reply[1])
                     continue
-                if type(payload) is bytes:
+                if type(payload) is not bytes:
+                    continue
+                if deliver is None:
                     frames.append(payload)
+                    continue
+                try:
+                    deliver(payload)  # a client's reply: no inlet, nothing to hold
+                except Exception:
+                    log.exception("redis transport: the receiver failed on a frame")
             elif isinstance(reply, ReplyError):
                 self._refused.append(reply.message)
                 log.error("redis transport: Redis refused a subscription: %s", reply.message)
@@ -399,12 +405,14 @@ class Subscriber(_Link):
                 waiter = self._pongs.popleft()
                 if not waiter.done():
                     waiter.set_result(None)
-        if not frames:
+        sink = self._sink
+        if not frames or sink is None:
             return
         # Confirmations and messages were taken in stream order above: each message's owner
-        # was decided against the subscriptions active when Redis sent it.
+        # was decided against the subscriptions active when Redis sent it. A read's messages
+        # go to the core in one call (per message, only the inlet's loop).
         try:
-            self._hand(frames)
+            sink[0].deliver_all(frames, sink[1])
         except Exception:
             log.exception("redis transport: the receiver failed on a frame")
 
@@ -415,8 +423,3 @@ class Subscriber(_Link):
             waiter = self._pongs.popleft()
             if not waiter.done():
                 waiter.set_exception(error)
-
-
-def _each(deliver: Callable[[bytes], None], frames: list[bytes]) -> None:
-    for frame in frames:
-        deliver(frame)
