@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import gc
 import socket
 from typing import Any
 
@@ -258,3 +259,104 @@ async def test_batcher_writes_nothing_after_lost() -> None:
     batcher.flush()
     await asyncio.sleep(0)
     assert writes == [] and batcher.error is not None
+
+
+# -- WriteBatcher: a socket that refuses (write returns how many it took; used by distro-zmq) --
+
+
+class _Refusing:
+    """A ``write`` callback over a socket that takes ``room`` more items, then refuses."""
+
+    def __init__(self, room: int) -> None:
+        self.room = room
+        self.written: list[bytes] = []
+        self.calls = 0
+
+    def __call__(self, queue: list[bytes]) -> int | None:
+        self.calls += 1
+        taken = queue[: self.room]
+        self.room -= len(taken)
+        self.written += taken
+        return None if len(taken) == len(queue) else len(taken)
+
+
+async def test_batcher_keeps_what_write_refused_in_order_and_writes_it_first_on_resume() -> None:
+    sock = _Refusing(room=2)
+    batcher = kit.WriteBatcher(asyncio.get_running_loop(), sock)
+    for frame in (b"a", b"b", b"c", b"d"):
+        batcher.write(frame)
+    await asyncio.sleep(0)
+    assert sock.written == [b"a", b"b"]
+    assert batcher.write_paused and batcher.congested and batcher.queued == 2
+    batcher.write(b"e")  # queued behind the refused ones
+    batcher.flush()
+    await asyncio.sleep(0)
+    assert sock.written == [b"a", b"b"] and sock.calls == 1  # nothing tried while refused
+    sock.room = 10
+    batcher.resume_writing()
+    assert sock.written == [b"a", b"b", b"c", b"d", b"e"]
+    assert not batcher.write_paused and batcher.queued == 0
+
+
+async def test_batcher_drain_waits_until_the_refused_frames_are_all_taken() -> None:
+    sock = _Refusing(room=0)
+    batcher = kit.WriteBatcher(asyncio.get_running_loop(), sock)
+    batcher.write(b"a")
+    batcher.write(b"b")
+    batcher.flush()
+    waiting = asyncio.ensure_future(batcher.drain())
+    await asyncio.sleep(0)
+    sock.room = 1
+    batcher.resume_writing()  # takes "a", refuses "b": still paused, the sender waits on
+    await asyncio.sleep(0)
+    assert sock.written == [b"a"] and batcher.write_paused and not waiting.done()
+    sock.room = 1
+    batcher.resume_writing()
+    await asyncio.wait_for(waiting, 1)
+    assert sock.written == [b"a", b"b"]
+
+
+async def test_batcher_does_not_pass_first_frames_ahead_of_refused_ones() -> None:
+    first: list[bytes] = []
+    sock = _Refusing(room=0)
+    batcher = kit.WriteBatcher(asyncio.get_running_loop(), sock, first=first.append)
+    batcher.write(b"lone")  # the iteration's first frame: written at once
+    batcher.write(b"a")
+    await asyncio.sleep(0)  # "a" is refused
+    batcher.write(b"b")  # a new iteration's first frame, but "a" must go before it
+    assert first == [b"lone"]
+    sock.room = 5
+    batcher.resume_writing()
+    assert sock.written == [b"a", b"b"]
+
+
+async def test_batcher_lost_says_how_many_queued_items_it_discarded() -> None:
+    sock = _Refusing(room=1)
+    batcher = kit.WriteBatcher(asyncio.get_running_loop(), sock)
+    for frame in (b"a", b"b", b"c"):
+        batcher.write(frame)
+    batcher.flush()
+    assert batcher.lost(distro.ConnectionError("gone")) == 2
+    assert batcher.lost(distro.ConnectionError("again")) == 0
+    sock.room = 5
+    batcher.resume_writing()  # lost: the refused frames went with the link
+    assert sock.written == [b"a"] and sock.calls == 1
+
+
+async def test_batcher_drain_given_up_leaves_no_unretrieved_error_behind() -> None:
+    loop = asyncio.get_running_loop()
+    reported: list[dict[str, Any]] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: reported.append(context))
+    try:
+        batcher = kit.WriteBatcher(loop, _Refusing(room=0))
+        batcher.write(b"a")
+        batcher.flush()
+        with pytest.raises(distro.ConnectionError, match="took no data"):
+            await batcher.drain(timeout=0.01)
+        batcher.lost(distro.ConnectionError("gone"))
+        gc.collect()
+        await asyncio.sleep(0)
+    finally:
+        loop.set_exception_handler(previous)
+    assert reported == []

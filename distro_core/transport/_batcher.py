@@ -7,6 +7,10 @@ iteration ends (``loop.call_soon``), or sooner when ``flush_at`` bytes are queue
 socket pushes back. Write back-pressure is kept here too: the transport forwards asyncio's
 ``pause_writing``/``resume_writing`` and a sender awaits :meth:`WriteBatcher.drain`, so memory
 stays bounded by the socket's buffer plus ``flush_at``.
+
+A socket that refuses rather than buffers (ZeroMQ at its high-water mark, sent to with
+``NOBLOCK``) has its ``write`` return how many frames it took: the batcher keeps the rest, in
+order, and writes them first when the transport calls ``resume_writing``.
 """
 
 from __future__ import annotations
@@ -28,7 +32,11 @@ class WriteBatcher:
     :param loop: the event loop the transport runs on.
     :param write: writes a list of queued items at once (``transport.writelines``, a join
         and ``transport.write``, or a loop of non-blocking sends); never called with an empty
-        list, never after :meth:`lost`.
+        list, never after :meth:`lost`. It returns None when it wrote them all. A socket that
+        refuses more (a non-blocking send met a full queue) returns how many it wrote: the
+        batcher keeps the rest at the front of its queue and counts as paused
+        (:attr:`write_paused`) until the transport calls :meth:`resume_writing`, which writes
+        them first; meanwhile nothing else reaches ``write``.
     :param first: when given, the first frame of each iteration is passed to it at once
         instead of being queued (lowest latency for a lone message; the rest of the burst is
         still batched). ``tcp`` does this: a lone reply does not wait for the iteration to end.
@@ -43,6 +51,7 @@ class WriteBatcher:
         "_queue",
         "_scheduled",
         "_size",
+        "_stalled",
         "_waiters",
         "_write",
         "write_paused",
@@ -51,7 +60,7 @@ class WriteBatcher:
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
-        write: Callable[[list[bytes]], None],
+        write: Callable[[list[bytes]], int | None],
         *,
         first: Callable[[bytes], None] | None = None,
         flush_at: int = FLUSH_AT,
@@ -65,6 +74,7 @@ class WriteBatcher:
         self._scheduled = False
         self._waiters: list[asyncio.Future[None]] = []
         self._error: BaseException | None = None
+        self._stalled = False  # ``write`` took part of a flush: keep the rest until resumed
         self.write_paused = False
         """True while the socket pushes back (between ``pause_writing`` and
         ``resume_writing``)."""
@@ -91,7 +101,7 @@ class WriteBatcher:
             return  # lost: the transport's send raises before writing; late writes vanish
         self._scheduled = True
         self._loop.call_soon(self._end_of_iteration)
-        if self._first is not None:
+        if self._first is not None and not self._stalled:
             self._first(data)
         else:
             self._queue.append(data)
@@ -116,14 +126,25 @@ class WriteBatcher:
             self.flush()
 
     def flush(self) -> None:
-        """Write everything queued now, in one ``write`` call."""
+        """Write everything queued now, in one ``write`` call (none while ``write`` has
+        refused some and :meth:`resume_writing` has not been called since)."""
         queue = self._queue
-        if not queue:
+        if not queue or self._stalled:
             return
         self._queue = []
         self._size = 0
         if self._error is None:
-            self._write(queue)
+            written = self._write(queue)
+            if written is not None and written < len(queue) and self._error is None:
+                self._keep(queue[written:])
+
+    def _keep(self, rest: list[bytes]) -> None:
+        """Put back what ``write`` refused, ahead of anything queued meanwhile."""
+        rest += self._queue
+        self._queue = rest
+        self._size = sum(map(len, rest))
+        self._stalled = True
+        self.write_paused = True
 
     # -- back-pressure ------------------------------------------------------------------------
 
@@ -132,8 +153,16 @@ class WriteBatcher:
         self.write_paused = True
 
     def resume_writing(self) -> None:
-        """The socket takes data again (forward ``asyncio.Protocol.resume_writing`` here)."""
+        """The socket takes data again (forward ``asyncio.Protocol.resume_writing`` here).
+
+        What ``write`` refused is written now; if the socket refuses some again, the batcher
+        stays paused and senders waiting in :meth:`drain` go on waiting."""
         self.write_paused = False
+        if self._stalled:
+            self._stalled = False
+            self.flush()
+            if self.write_paused:
+                return
         self._wake(None)
 
     async def drain(self, timeout: float | None = None) -> None:
@@ -157,14 +186,24 @@ class WriteBatcher:
             await asyncio.wait_for(asyncio.shield(waiter), timeout)
         except asyncio.TimeoutError as exc:
             raise ConnectionError(f"the peer took no data for {timeout:g}s") from exc
+        finally:
+            # Given up: a later lost() must not set an error nobody will retrieve.
+            if not waiter.done():
+                waiter.cancel()
 
-    def lost(self, error: BaseException) -> None:
+    def lost(self, error: BaseException) -> int:
         """The link is gone: discard what is queued, fail every :meth:`drain` with ``error``
-        and write nothing more."""
+        and write nothing more.
+
+        :returns: how many queued items were discarded (a transport logs or counts them).
+        """
+        count = len(self._queue)
         self._error = error
         self._queue = []
         self._size = 0
+        self._stalled = False
         self._wake(error)
+        return count
 
     @property
     def error(self) -> BaseException | None:
