@@ -487,7 +487,7 @@ class RedisTransport(kit.Transport):
     )
     api_version = 2
 
-    def __init__(self, config: RedisConfig, options: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, config: RedisConfig, *, options: Mapping[str, Any] | None = None) -> None:
         self.config = config
         if options is not None:
             self.options = options
@@ -501,7 +501,7 @@ class RedisTransport(kit.Transport):
         """
         opts = kit.Options(cls.name, options)
         config = read_options(opts)
-        return cls(config, opts.finish())
+        return cls(config, options=opts.finish())
 
     async def listen(self, receiver: kit.Receiver) -> kit.Listener:
         listener = RedisListener(self.config, receiver)
