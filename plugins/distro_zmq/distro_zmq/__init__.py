@@ -13,17 +13,17 @@ See the README for the options, the socket choice and what happens at the high-w
 
 from __future__ import annotations
 
-import distro_core as distro
+from distro_core import transport as kit
 
 from ._transport import ZmqTransport
 
 __all__ = ["ZmqTransport", "__version__", "distro_register_transports"]
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 
-@distro.hookimpl
-def distro_register_transports() -> list[type[distro.Transport]]:
+@kit.hookimpl
+def distro_register_transports() -> list[type[kit.Transport]]:
     """Register the ``zmq`` transport with distro.
 
     :returns: ``[ZmqTransport]``.

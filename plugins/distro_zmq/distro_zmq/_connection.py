@@ -5,17 +5,20 @@ a server: frames sent before the server is there wait in the socket's queue (up 
 high-water mark) and go out once it is. At the high-water mark a send waits at most
 ``send_timeout`` seconds, then raises :class:`distro_core.TransportError`.
 
-Frames sent in one event-loop iteration are written to the socket together at its end (as the
-transport contract allows), not one by one as they are sent. Handing ZeroMQ a burst back to
-back lets its I/O thread take the whole burst in one wake-up and one TCP write; frames trickled
-in between the sender's other work each cost that thread a wake-up, and cost the receiving
-side one too. Measured on the project's benchmark, this is most of what a one-way message
-costs the two processes together beyond the Python work.
+Frames sent in one event-loop iteration are written to the socket together at its end, by the
+kit's :class:`~distro_core.transport.WriteBatcher` (sooner past its ``flush_at`` bytes), not
+one by one as they are sent. Handing ZeroMQ a burst back to back lets its I/O thread take the
+whole burst in one wake-up and one TCP write; frames trickled in between the sender's other
+work each cost that thread a wake-up, and cost the receiving side one too. Measured on the
+project's benchmark, this is most of what a one-way message costs the two processes together
+beyond the Python work. The batch is written with non-blocking sends; at the high-water mark
+ZeroMQ refuses the rest, which the batcher keeps, in order, until the socket has room.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import itertools
 import logging
 from typing import NoReturn
@@ -23,6 +26,7 @@ from typing import NoReturn
 import zmq
 
 import distro_core as distro
+from distro_core import transport as kit
 
 from ._pump import SocketPump
 
@@ -31,17 +35,15 @@ __all__ = ["ZmqConnection"]
 BATCH = 512
 """Replies taken in one go; then the loop gets a turn and the drain goes on at the next."""
 
-SEND_BATCH = 256
-"""Frames held for the end of the loop iteration at most (fewer when ``hwm`` is lower); a send
-past that writes the held frames itself, or waits for room at the high-water mark."""
-
 _log = logging.getLogger("distro.zmq")
 _NOBLOCK = zmq.NOBLOCK
 _RCVMORE = zmq.RCVMORE
+_EAGAIN = errno.EAGAIN
+_EINTR = errno.EINTR
 
 
-class ZmqConnection(distro.Connection):
-    """A DEALER socket feeding replies to a :class:`distro_core.ClientReceiver`.
+class ZmqConnection(kit.Connection):
+    """A DEALER socket feeding replies to a :class:`~distro_core.transport.ClientReceiver`.
 
     :ivar endpoint: the server's endpoint.
     """
@@ -51,11 +53,10 @@ class ZmqConnection(distro.Connection):
     def __init__(
         self,
         sock: zmq.Socket[bytes],
-        receiver: distro.ClientReceiver,
+        receiver: kit.ClientReceiver,
         endpoint: str,
         send_timeout: float,
         linger_ms: int,
-        hwm: int,
     ) -> None:
         self.endpoint = endpoint
         # Replies come back on the link the request went out on; the text only names it.
@@ -69,90 +70,75 @@ class ZmqConnection(distro.Connection):
         self._receiver = receiver
         self._send_timeout = send_timeout
         self._linger_ms = linger_ms
-        self._loop = asyncio.get_running_loop()
-        self._out: list[bytes] = []
-        self._limit = min(SEND_BATCH, hwm)
-        self._flush_due = False
+        self._batcher = kit.WriteBatcher(asyncio.get_running_loop(), self._write)
+        self._unsent = 0  # frames of the batch being written when the socket broke
         self._pump = SocketPump(
-            sock, self._drain, receiver.connection_lost, f"client of {endpoint}", self._flush
+            sock, self._drain, self._failed, f"client of {endpoint}", self._room
         )
 
     async def send(self, data: bytes, message: distro.Message) -> None:
         """Queue one frame for the server; it is written at the end of this loop iteration.
 
-        :raises distro.TransportError: the queue stayed at the high-water mark for
-            ``send_timeout`` seconds (the server is not reading, or not there).
+        :raises distro.TransportError: ZeroMQ's queue stayed at the high-water mark for
+            ``send_timeout`` seconds (the server is not reading, or not there); this frame is
+            not queued.
         :raises distro.ConnectionError: the connection is closed.
         """
         if self._pump.closed:
             self._raise_closed()
-        out = self._out
-        if len(out) >= self._limit:
-            await self._make_room()
-        out.append(data)
-        if not self._flush_due:
-            self._flush_due = True
-            self._loop.call_soon(self._flush)
+        batcher = self._batcher
+        if batcher.write_paused:
+            await self._wait_for_room()
+        batcher.write(data)
 
-    def _flush(self) -> None:
-        """Write the held frames, in order, until ZeroMQ's queue is full.
+    def _write(self, frames: list[bytes]) -> int | None:
+        """The batcher's ``write``: send ``frames`` in order until ZeroMQ's queue is full.
 
-        At the high-water mark the rest stay held and the pump calls this again when there is
-        room. A ZeroMQ error other than ``EAGAIN`` fails the connection (the pump tells the
-        core); the held frames go with it.
+        :returns: None when all were sent; else how many, and the batcher keeps the rest
+            until the pump sees room (it looks at once, then on the descriptor). A ZeroMQ
+            error other than ``EAGAIN`` or ``EINTR`` fails the connection (the pump tells
+            :meth:`_failed`), and the rest go with it.
         """
-        out = self._out
-        pump = self._pump
-        if pump.closed or not out:
-            out.clear()
-            self._flush_due = False
-            return
         send = self._send
+        pump = self._pump
         done = 0
         try:
-            for data in out:
+            for data in frames:
                 send(data, _NOBLOCK)
                 done += 1
-        except zmq.Again:
-            del out[:done]
-            # Held until the pump sees room: it looks at once, then on the descriptor.
+        except zmq.ZMQError as exc:
+            if exc.errno != _EAGAIN and exc.errno != _EINTR:
+                self._unsent = len(frames) - done
+                pump.fail(exc)
+                return None
             pump.want_write = True
             pump.poke()
-            return
-        except zmq.ZMQError as exc:
-            del out[:done]
-            pump.fail(exc)
-            if pump.closed:
-                out.clear()
-            else:  # interrupted by a signal (the pump took it so): nothing is lost, go on
-                self._loop.call_soon(self._flush)
-            return
-        out.clear()
-        self._flush_due = False
-        pump.want_write = False
+            return done
         # The sends may have taken the socket's wake-up for a reply that arrived meanwhile.
         pump.poke()
+        return None
 
-    async def _make_room(self) -> None:
-        """Wait until fewer than the limit of frames are held.
+    def _room(self) -> None:
+        """The pump's ``flush``: the socket has room again after refusing frames."""
+        self._pump.want_write = False
+        # Writes what was refused first; if ZeroMQ refuses some again, _write asks anew.
+        self._batcher.resume_writing()
+
+    async def _wait_for_room(self) -> None:
+        """Wait until ZeroMQ has taken the frames it refused.
 
         :raises distro.TransportError: not within ``send_timeout`` (at the high-water mark).
         :raises distro.ConnectionError: the connection closed or failed meanwhile.
         """
-        pump = self._pump
-        if not pump.want_write:
-            # Not at the high-water mark: a long burst within one iteration; write it now.
-            self._flush()
-        loop = self._loop
-        deadline = loop.time() + self._send_timeout
-        while len(self._out) >= self._limit and not pump.closed:
-            if not await pump.writable(deadline - loop.time()):
-                raise distro.TransportError(
-                    f"zmq: send to {self.endpoint} waited {self._send_timeout:g}s at the "
-                    "high-water mark and was given up (the server is not reading, or not there)"
-                )
-        if pump.closed:
-            self._raise_closed()
+        try:
+            await self._batcher.drain(self._send_timeout)
+        except distro.ConnectionError:
+            if self._pump.closed or self._batcher.error is not None:
+                self._raise_closed()
+            raise distro.TransportError(
+                f"zmq: send to {self.endpoint} waited {self._send_timeout:g}s at the "
+                "high-water mark and was given up (the server is not reading, or not there)"
+            ) from None
 
     def _raise_closed(self) -> NoReturn:
         """:raises distro.ConnectionError: always; from the socket's failure, if it failed."""
@@ -160,22 +146,36 @@ class ZmqConnection(distro.Connection):
             f"zmq: connection to {self.endpoint} is closed"
         ) from self._pump.error
 
+    def _failed(self, error: distro.TransportError) -> None:
+        """The socket broke (its context was terminated): tell senders and the core."""
+        closed = distro.ConnectionError(f"zmq: connection to {self.endpoint} is closed")
+        closed.__cause__ = error
+        self._discard(closed, f"with the socket, which failed: {error}")
+        self._receiver.connection_lost(error)
+
+    def _discard(self, error: distro.ConnectionError, why: str) -> None:
+        """Let go of the frames still held, counting them in the log, and fail waiting
+        senders with ``error``."""
+        count = self._batcher.lost(error) + self._unsent
+        self._unsent = 0
+        if count:
+            _log.warning(
+                "distro zmq client: %d frame(s) to %s discarded %s",
+                count,
+                self.endpoint,
+                why,
+            )
+
     async def aclose(self) -> None:
         """Stop reading and close the socket; frames still queued get ``linger`` seconds to
         leave, in ZeroMQ's I/O thread, so this never blocks. Idempotent."""
-        out = self._out
-        if out and not self._pump.closed:
-            self._flush()
-            if out:
-                # At the high-water mark with frames still held: they cannot be handed over
-                # without waiting, and closing does not wait.
-                _log.warning(
-                    "distro zmq client: %d frame(s) to %s discarded on close: the queue was at "
-                    "the high-water mark",
-                    len(out),
-                    self.endpoint,
-                )
-                out.clear()
+        batcher = self._batcher
+        if batcher.error is None:
+            # Frames held at the high-water mark cannot be handed over without waiting, and
+            # closing does not wait: they are discarded and logged.
+            batcher.flush()
+            closed = distro.ConnectionError(f"zmq: connection to {self.endpoint} is closed")
+            self._discard(closed, "on close: the queue was at the high-water mark")
         self._pump.close(self._linger_ms)
 
     def _drain(self) -> bool:

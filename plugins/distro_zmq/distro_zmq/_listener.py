@@ -4,6 +4,10 @@ A ROUTER prefixes every incoming message with the routing id of the connection i
 and sends a message whose first frame is a routing id back on that connection. So one socket
 serves one-way sends and requests alike: a frame arrives as ``[routing id, frame]``, and the
 reply leaves as ``[routing id, reply]``. :class:`ZmqPeer` holds the routing id.
+
+Nothing is held here while the core has paused reading, so the kit's ``FrameInlet`` has no
+work to do: the drain takes one frame at a time and looks at the pause before each, so unread
+frames stay in ZeroMQ's queue (bounded by the high-water mark, then TCP pushes back).
 """
 
 from __future__ import annotations
@@ -15,8 +19,9 @@ import socket
 import zmq
 
 import distro_core as distro
+from distro_core import transport as kit
 
-from ._errors import wrap
+from ._errors import UNREACHABLE
 from ._options import IPC_HOST, address_of
 from ._pump import SocketPump
 
@@ -37,7 +42,7 @@ _SNDMORE_NOBLOCK = zmq.SNDMORE | zmq.NOBLOCK
 _RCVMORE = zmq.RCVMORE
 
 
-class ZmqPeer(distro.Peer):
+class ZmqPeer(kit.Peer):
     """One connection into the ROUTER: replies to it go out with its routing id in front."""
 
     __slots__ = ("_identity", "_listener")
@@ -58,8 +63,8 @@ class ZmqPeer(distro.Peer):
         self._listener._reply(self._identity, data)
 
 
-class ZmqListener(distro.Listener):
-    """A bound ROUTER socket feeding a :class:`distro_core.Receiver`.
+class ZmqListener(kit.Listener):
+    """A bound ROUTER socket feeding a :class:`~distro_core.transport.Receiver`.
 
     :ivar address: ``(host, port)`` for tcp; ``(endpoint, 0)`` for ipc.
     :ivar endpoint: the endpoint as bound (the real port in place of ``*``).
@@ -68,7 +73,7 @@ class ZmqListener(distro.Listener):
     def __init__(
         self,
         sock: zmq.Socket[bytes],
-        receiver: distro.Receiver,
+        receiver: kit.Receiver,
         endpoint: str,
         address: tuple[str, int],
         linger_ms: int,
@@ -208,7 +213,11 @@ class ZmqListener(distro.Listener):
                 "at the high-water mark (the client is not reading)"
             ) from exc
         except zmq.ZMQError as exc:
-            raise wrap(exc, f"reply to peer {identity.hex()} on {self.endpoint}") from exc
+            raise kit.map_error(
+                exc,
+                f"zmq: reply to peer {identity.hex()} on {self.endpoint}",
+                unreachable=UNREACHABLE,
+            ) from exc
         if not self._draining:
             # The send may have taken the socket's wake-up for frames that arrived meanwhile.
             # Within a drain it does not matter: the drain reads on until EAGAIN (or pokes).

@@ -1,5 +1,8 @@
 """The zmq transport's options and endpoint text. Pure: no zmq, no sockets, no clock.
 
+The kit's :class:`~distro_core.transport.Options` reads and checks each value and refuses
+unknown names; what is left here is zmq's own: endpoints, and which options exclude others.
+
 A server binds one endpoint and a client connects to one; both are written as ZeroMQ endpoint
 text (``tcp://127.0.0.1:5555``, ``tcp://[::1]:*``, ``ipc:///run/orders.sock``). Users name them
 either with ``address`` and ``port`` (tcp) or with a whole ``endpoint`` (tcp or ipc).
@@ -7,10 +10,11 @@ either with ``address`` and ``port`` (tcp) or with a whole ``endpoint`` (tcp or 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import attrs
+
+from distro_core.transport import Options
 
 __all__ = [
     "DEFAULT_ADDRESS",
@@ -19,14 +23,15 @@ __all__ = [
     "DEFAULT_MAX_MESSAGE_SIZE",
     "DEFAULT_SEND_TIMEOUT",
     "IPC_HOST",
-    "KNOWN_OPTIONS",
+    "MAX_HWM",
     "MAX_LINGER",
+    "MAX_MESSAGE_SIZE",
     "ZmqOptions",
     "address_of",
     "client_endpoint",
     "is_ipv6",
     "needs_ipv6",
-    "parse_options",
+    "read_options",
     "server_endpoint",
 ]
 
@@ -36,21 +41,10 @@ DEFAULT_HWM = 1000
 DEFAULT_SEND_TIMEOUT = 5.0
 DEFAULT_LINGER = 1.0
 MAX_LINGER = 10.0
+MAX_HWM = 10_000_000
+MAX_MESSAGE_SIZE = 2**31
 IPC_HOST = "127.0.0.1"
 """The ``peer.host`` reported for ipc peers: they are processes on this machine."""
-
-KNOWN_OPTIONS = frozenset(
-    {
-        "address",
-        "port",
-        "endpoint",
-        "max_message_size",
-        "hwm",
-        "send_timeout",
-        "linger",
-        "context",
-    }
-)
 
 _SCHEMES = ("tcp://", "ipc://")
 
@@ -85,22 +79,11 @@ class ZmqOptions:
         return round(self.linger * 1000)
 
 
-def _number(name: str, value: Any, low: float, high: float | None) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"zmq option {name} must be a number, got {value!r}")
-    if not (value >= low and (high is None or value <= high)):
-        bound = f"{low:g}..{high:g}" if high is not None else f">= {low:g}"
-        raise ValueError(f"zmq option {name} must be {bound}, got {value!r}")
-    return float(value)
+def _endpoint(endpoint: Any) -> str:
+    """``endpoint`` checked as ZeroMQ endpoint text this transport can use (tcp or ipc).
 
-
-def _integer(name: str, value: Any, low: int, high: int) -> int:
-    if type(value) is not int or not low <= value <= high:
-        raise ValueError(f"zmq option {name} must be an integer {low}..{high}, got {value!r}")
-    return value
-
-
-def _check_endpoint(endpoint: Any) -> str:
+    :raises ValueError: it is not.
+    """
     if not isinstance(endpoint, str) or not endpoint.startswith(_SCHEMES):
         raise ValueError(f"zmq endpoint must be a 'tcp://' or 'ipc://' string, got {endpoint!r}")
     if len(endpoint) <= len("ipc://"):
@@ -108,40 +91,38 @@ def _check_endpoint(endpoint: Any) -> str:
     return endpoint
 
 
-def parse_options(options: Mapping[str, Any]) -> ZmqOptions:
-    """Check the user's options (unknown names are the caller's concern).
+def read_options(opts: Options) -> ZmqOptions:
+    """Read the zmq options through the kit's reader; the caller then calls ``opts.finish()``,
+    which refuses unknown options. The ``context`` is taken as given: its type is checked
+    where zmq is imported.
 
-    :raises ValueError: a value out of range, or ``endpoint`` given together with
-        ``address``/``port``.
+    :raises ValueError: a value out of range, an endpoint that is not tcp or ipc, or
+        ``endpoint`` given together with ``address``/``port``.
     """
-    endpoint = options.get("endpoint")
+    endpoint = opts.get("endpoint", None, _endpoint)
     if endpoint is not None:
-        endpoint = _check_endpoint(endpoint)
-        clash = sorted({"address", "port"} & set(options))
+        clash = [name for name in ("address", "port") if name in opts]
         if clash:
             raise ValueError(
                 f"zmq option endpoint={endpoint!r} already names the address; "
                 f"drop {' and '.join(clash)}"
             )
-    address = options.get("address", DEFAULT_ADDRESS)
-    if not isinstance(address, str) or not address:
-        raise ValueError(f"zmq option address must be a non-empty string, got {address!r}")
+    address = opts.string("address", DEFAULT_ADDRESS)
     if address.startswith("tcp://"):
-        raise ValueError(f"zmq option address takes a host, not {address!r}; use endpoint=")
+        raise ValueError(f"zmq option 'address' takes a host, not {address!r}; use endpoint=")
     if address.startswith("ipc://"):
-        _check_endpoint(address)
-    port = _integer("port", options.get("port", 0), 0, 65535)
-    max_size = _integer(
-        "max_message_size", options.get("max_message_size", DEFAULT_MAX_MESSAGE_SIZE), 1, 2**31
+        _endpoint(address)
+    port = opts.port("port", 0)
+    max_size = opts.integer(
+        "max_message_size", DEFAULT_MAX_MESSAGE_SIZE, minimum=1, maximum=MAX_MESSAGE_SIZE
     )
-    hwm = _integer("hwm", options.get("hwm", DEFAULT_HWM), 1, 10_000_000)
-    send_timeout = _number(
-        "send_timeout", options.get("send_timeout", DEFAULT_SEND_TIMEOUT), 0, None
-    )
-    linger = _number("linger", options.get("linger", DEFAULT_LINGER), 0, MAX_LINGER)
-    return ZmqOptions(
-        address, port, endpoint, max_size, hwm, send_timeout, linger, options.get("context")
-    )
+    hwm = opts.integer("hwm", DEFAULT_HWM, minimum=1, maximum=MAX_HWM)
+    send_timeout = opts.number("send_timeout", DEFAULT_SEND_TIMEOUT, minimum=0)
+    linger = opts.number("linger", DEFAULT_LINGER, minimum=0)
+    if linger > MAX_LINGER:
+        raise ValueError(f"zmq option 'linger' must be 0..{MAX_LINGER:g} seconds, got {linger:g}")
+    context = opts.get("context", None)
+    return ZmqOptions(address, port, endpoint, max_size, hwm, send_timeout, linger, context)
 
 
 def is_ipv6(host: str) -> bool:
@@ -182,8 +163,10 @@ def client_endpoint(opts: ZmqOptions, target: tuple[str, int] | None = None) -> 
         if not isinstance(host, str) or not host:
             raise ValueError(f"zmq target address must be a non-empty string, got {host!r}")
         if host.startswith(_SCHEMES):
-            return _check_endpoint(host)
-        return _tcp(host, _integer("target port", port, 1, 65535))
+            return _endpoint(host)
+        if type(port) is not int or not 1 <= port <= 65535:
+            raise ValueError(f"zmq target port must be an integer 1..65535, got {port!r}")
+        return _tcp(host, port)
     if opts.endpoint is not None:
         return opts.endpoint
     if opts.address.startswith("ipc://"):

@@ -17,15 +17,15 @@ from __future__ import annotations
 
 import asyncio
 import errno
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 import zmq
 
 import distro_core as distro
+from distro_core import transport as kit
 
-from ._errors import wrap
+from ._errors import UNREACHABLE
 
 __all__ = ["SocketPump"]
 
@@ -36,17 +36,17 @@ _EVENTS = zmq.EVENTS
 
 
 class SocketPump:
-    """Calls ``drain`` when ``sock`` has frames to read, and wakes writers when it has room.
+    """Calls ``drain`` when ``sock`` has frames to read, and ``flush`` when it has room again.
 
     :param sock: a plain (not ``zmq.asyncio``) socket, used only from this loop's thread.
     :param drain: reads what is queued; returns True when it stopped with frames left (its
         budget spent), so the pump calls it again at the next loop turn. ZeroMQ errors other
         than ``EAGAIN`` it lets through.
     :param failed: told of a ZeroMQ error that stops the socket (a terminated context); the
-        pump then stops watching it and fails waiting writers.
+        pump then stops watching it.
     :param what: names the socket in errors.
     :param flush: called when the socket may take frames again while :attr:`want_write` is
-        set (a writer that met the high-water mark); it handles its own errors.
+        set (a writer met the high-water mark); it handles its own errors.
     :raises distro.TransportError: the running loop cannot watch file descriptors (the
         Windows proactor loop: use the selector loop there).
     """
@@ -77,7 +77,6 @@ class SocketPump:
         """While true, ``flush`` is called whenever the socket has room."""
         self.error: distro.TransportError | None = None
         """What broke the socket, once it has failed."""
-        self._writers: deque[asyncio.Future[None]] = deque()
         self._watching = False
         try:
             self._loop.add_reader(self._fd, self.check)
@@ -100,7 +99,7 @@ class SocketPump:
         """The descriptor's callback: ZeroMQ's state changed."""
         if self.closed:
             return
-        if self.paused or self.want_write or self._writers:
+        if self.paused or self.want_write:
             self._act()
             return
         # Only reading: a drain that ends in EAGAIN clears the descriptor itself, and reading
@@ -117,72 +116,40 @@ class SocketPump:
             self._act()
 
     def _act(self) -> None:
-        """Read ``ZMQ_EVENTS`` and do what it allows: drain, flush, wake writers."""
+        """Read ``ZMQ_EVENTS`` and do what it allows: drain, flush."""
         try:
             # Reading the events also clears the descriptor, so a paused pump does not spin.
             events: int = self._events(_EVENTS)
             if events & _POLLIN and not self.paused:
                 if self._drain():
                     self.poke()
-                elif self.want_write or self._writers:
+                elif self.want_write:
                     events = self._events(_EVENTS)
         except zmq.ZMQError as exc:
             self.fail(exc)
             return
-        if events & _POLLOUT:
-            if self.want_write and self._flush is not None:
-                self._flush()
-            writers = self._writers
-            while writers:
-                waiter = writers.popleft()
-                if not waiter.done():
-                    waiter.set_result(None)
+        if events & _POLLOUT and self.want_write and self._flush is not None:
+            self._flush()
 
     def fail(self, exc: zmq.ZMQError) -> None:
         """A call on the socket raised ``exc`` (not ``EAGAIN``): unless it was a signal, the
-        socket is broken; stop watching it and tell waiting writers and the owner."""
+        socket is broken; stop watching it and tell the owner."""
         if self.closed or self._sock.closed:
             return
         if exc.errno == errno.EINTR:  # a signal came in: nothing is wrong, look again
             self.poke()
             return
-        error = wrap(exc, self._what)
+        error = kit.map_error(exc, f"zmq: {self._what}", unreachable=UNREACHABLE)
         error.__cause__ = exc
         self.error = error
         self.closed = True
         self._unwatch()
-        self._fail_writers(error)
         self._failed(error)
 
     def _unwatch(self) -> None:
         if self._watching:
             self._watching = False
             self._loop.remove_reader(self._fd)
-
-    def _fail_writers(self, error: distro.TransportError) -> None:
-        while self._writers:
-            waiter = self._writers.popleft()
-            if not waiter.done():
-                waiter.set_exception(error)
-                # The sender sees the error; keep asyncio from reporting it as never retrieved.
-                waiter.exception()
-
-    async def writable(self, timeout: float) -> bool:
-        """Wait until the socket may take a frame again (it was at its high-water mark).
-
-        :returns: False when ``timeout`` seconds passed first.
-        :raises distro.ConnectionError: the socket is closed, or closes meanwhile.
-        """
-        if self.closed:
-            raise distro.ConnectionError(f"zmq: {self._what}: closed while sending")
-        waiter: asyncio.Future[None] = self._loop.create_future()
-        self._writers.append(waiter)
-        self.poke()
-        try:
-            await asyncio.wait_for(waiter, timeout)
-        except asyncio.TimeoutError:
-            return False
-        return True
 
     def close(self, linger_ms: int) -> None:
         """Stop watching and close the socket; ZeroMQ's I/O thread spends at most
@@ -192,4 +159,3 @@ class SocketPump:
         self.closed = True
         self._unwatch()
         self._sock.close(linger=linger_ms)
-        self._fail_writers(distro.ConnectionError(f"zmq: {self._what}: closed while sending"))

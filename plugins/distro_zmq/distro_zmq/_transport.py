@@ -10,25 +10,26 @@ import attrs
 import zmq
 
 import distro_core as distro
+from distro_core import transport as kit
 
 from ._connection import ZmqConnection
 from ._context import context_for
-from ._errors import wrap
+from ._errors import UNREACHABLE
 from ._listener import ZmqListener
 from ._options import (
     DEFAULT_MAX_MESSAGE_SIZE,
-    KNOWN_OPTIONS,
+    ZmqOptions,
     address_of,
     client_endpoint,
     needs_ipv6,
-    parse_options,
+    read_options,
     server_endpoint,
 )
 
 __all__ = ["ZmqTransport"]
 
 
-class ZmqTransport(distro.Transport):
+class ZmqTransport(kit.Transport):
     """Brokerless ZeroMQ transport: a server binds a ROUTER socket, clients connect DEALERs.
 
     Options (all optional except a client's port or endpoint):
@@ -48,12 +49,14 @@ class ZmqTransport(distro.Transport):
       (default 1); closing never blocks.
     * ``context``: a ``zmq.Context`` to use instead of the process-wide one.
 
-    :raises TypeError: an unknown option, or a ``context`` that is not a ``zmq.Context``.
-    :raises ValueError: an option with a bad value.
+    Made by :meth:`from_options`; ``ZmqTransport(settings)`` takes options already checked.
+
+    :param settings: the checked options.
+    :param options: the options as the user gave them (for :meth:`describe` and logs).
     """
 
     name: ClassVar[str] = "zmq"
-    capabilities = distro.Capabilities(
+    capabilities = kit.Capabilities(
         ordered=True,
         reliable=True,
         max_message_size=DEFAULT_MAX_MESSAGE_SIZE,
@@ -62,27 +65,35 @@ class ZmqTransport(distro.Transport):
         fan_out=False,
         cross_process=True,
     )
-    api_version: ClassVar[int] = 1  # the transport API this plugin was written for
+    # The literal contract version this plugin was written for (not kit.API_VERSION), so a
+    # core with another contract refuses it at load instead of running it unchecked.
+    api_version: ClassVar[int] = 2
 
-    def __init__(self, options: Mapping[str, Any]) -> None:
-        unknown = sorted(set(options) - KNOWN_OPTIONS)
-        if unknown:
-            raise TypeError(
-                f"transport 'zmq' got unknown option(s) {', '.join(unknown)}; "
-                f"it takes {', '.join(sorted(KNOWN_OPTIONS))}"
-            )
-        super().__init__(options)
-        self.settings = parse_options(options)
-        context = self.settings.context
-        if context is not None and not isinstance(context, zmq.Context):
-            raise TypeError(
-                f"zmq option context must be a zmq.Context, got {type(context).__name__}"
-            )
-        if self.settings.max_message_size != DEFAULT_MAX_MESSAGE_SIZE:
+    def __init__(self, settings: ZmqOptions, options: Mapping[str, Any] | None = None) -> None:
+        self.settings = settings
+        if options is not None:
+            self.options = options
+        if settings.max_message_size != DEFAULT_MAX_MESSAGE_SIZE:
             # The class attribute states the default; an instance with another limit says so.
             self.capabilities = attrs.evolve(
-                self.capabilities, max_message_size=self.settings.max_message_size
+                self.capabilities, max_message_size=settings.max_message_size
             )
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> ZmqTransport:
+        """Read the options listed in the class docstring.
+
+        :raises TypeError: an unknown option, or a ``context`` that is not a ``zmq.Context``.
+        :raises ValueError: an option with a bad value.
+        """
+        opts = kit.Options(cls.name, options)
+        settings = read_options(opts)
+        context = settings.context
+        if context is not None and not isinstance(context, zmq.Context):
+            raise TypeError(
+                f"zmq option 'context' must be a zmq.Context, got {type(context).__name__}"
+            )
+        return cls(settings, opts.finish())
 
     def describe(self) -> str:
         """The transport and the endpoint it binds or connects to."""
@@ -96,7 +107,9 @@ class ZmqTransport(distro.Transport):
         try:
             sock = context_for(opts.context).socket(kind)
         except zmq.ZMQError as exc:
-            raise wrap(exc, f"making a socket for {endpoint}") from exc
+            raise kit.map_error(
+                exc, f"zmq: making a socket for {endpoint}", unreachable=UNREACHABLE
+            ) from exc
         try:
             sock.setsockopt(zmq.LINGER, opts.linger_ms)
             sock.setsockopt(zmq.SNDHWM, opts.hwm)
@@ -105,10 +118,12 @@ class ZmqTransport(distro.Transport):
                 sock.setsockopt(zmq.IPV6, 1)
         except zmq.ZMQError as exc:
             sock.close(linger=0)
-            raise wrap(exc, f"setting up a socket for {endpoint}") from exc
+            raise kit.map_error(
+                exc, f"zmq: setting up a socket for {endpoint}", unreachable=UNREACHABLE
+            ) from exc
         return sock
 
-    async def listen(self, receiver: distro.Receiver) -> distro.Listener:
+    async def listen(self, receiver: kit.Receiver) -> kit.Listener:
         """Bind a ROUTER socket and start handing frames to ``receiver``.
 
         :raises distro.AddressInUse: the address and port are taken.
@@ -134,7 +149,7 @@ class ZmqTransport(distro.Transport):
                 if opts.endpoint is not None or opts.address.startswith("ipc://")
                 else f"binding {endpoint} (address {opts.address}, port {opts.port})"
             )
-            raise wrap(exc, where) from exc
+            raise kit.map_error(exc, f"zmq: {where}", unreachable=UNREACHABLE) from exc
         try:
             return ZmqListener(sock, receiver, bound, address_of(bound), self.settings.linger_ms)
         except BaseException:
@@ -142,8 +157,8 @@ class ZmqTransport(distro.Transport):
             raise
 
     async def connect(
-        self, receiver: distro.ClientReceiver, target: tuple[str, int] | None = None
-    ) -> distro.Connection:
+        self, receiver: kit.ClientReceiver, target: tuple[str, int] | None = None
+    ) -> kit.Connection:
         """Connect a DEALER socket to the server (or to ``target``, for acknowledgements).
 
         ZeroMQ connects in the background: this does not fail when nothing listens yet.
@@ -163,12 +178,12 @@ class ZmqTransport(distro.Transport):
             sock.connect(endpoint)
         except zmq.ZMQError as exc:
             sock.close(linger=0)
-            raise wrap(exc, f"connecting to {endpoint}") from exc
+            raise kit.map_error(
+                exc, f"zmq: connecting to {endpoint}", unreachable=UNREACHABLE
+            ) from exc
         try:
             opts = self.settings
-            return ZmqConnection(
-                sock, receiver, endpoint, opts.send_timeout, opts.linger_ms, opts.hwm
-            )
+            return ZmqConnection(sock, receiver, endpoint, opts.send_timeout, opts.linger_ms)
         except BaseException:
             sock.close(linger=0)
             raise

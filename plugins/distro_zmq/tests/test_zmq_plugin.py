@@ -13,6 +13,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import distro_core as distro
+from distro_core import transport as kit
+
+
+def _settings(options: dict[str, object]) -> _options.ZmqOptions:
+    """The checked options, read as ``ZmqTransport.from_options`` reads them."""
+    opts = kit.Options("zmq", options)
+    settings = _options.read_options(opts)
+    opts.finish()
+    return settings
 
 
 def test_create_finds_zmq_by_entry_point_without_an_import() -> None:
@@ -34,10 +43,10 @@ def test_create_finds_zmq_by_entry_point_without_an_import() -> None:
 
 
 def test_a_fresh_registry_lists_zmq_from_its_distribution() -> None:
-    info = distro.Registry().get("zmq")
+    info = kit.Registry().get("zmq")
     assert info.transport is distro_zmq.ZmqTransport
     assert info.distribution == "distro-zmq"
-    assert info.transport.api_version == distro.API_VERSION
+    assert info.transport.api_version == kit.API_VERSION == 2
 
 
 def test_capabilities_are_declared() -> None:
@@ -105,18 +114,18 @@ async def test_a_client_without_a_port_is_refused_at_open() -> None:
     ],
 )
 def test_server_endpoints(options: dict[str, object], endpoint: str) -> None:
-    assert _options.server_endpoint(_options.parse_options(options)) == endpoint
+    assert _options.server_endpoint(_settings(options)) == endpoint
 
 
 def test_client_endpoints_and_targets() -> None:
-    opts = _options.parse_options({"address": "localhost", "port": 9})
+    opts = _settings({"address": "localhost", "port": 9})
     assert _options.client_endpoint(opts) == "tcp://localhost:9"
     assert _options.client_endpoint(opts, ("::1", 80)) == "tcp://[::1]:80"
     assert _options.client_endpoint(opts, ("ipc:///tmp/s", 0)) == "ipc:///tmp/s"
     with pytest.raises(ValueError):
         _options.client_endpoint(opts, ("127.0.0.1", 0))
     with pytest.raises(ValueError):
-        _options.client_endpoint(_options.parse_options({}))
+        _options.client_endpoint(_settings({}))
 
 
 def test_address_of_bound_endpoints() -> None:
@@ -139,5 +148,5 @@ hosts = st.one_of(
 def test_the_address_a_client_is_given_connects_back_to_the_same_endpoint(
     host: str, port: int
 ) -> None:
-    endpoint = _options.client_endpoint(_options.parse_options({"address": host, "port": port}))
+    endpoint = _options.client_endpoint(_settings({"address": host, "port": port}))
     assert _options.address_of(endpoint) == (host, port)

@@ -161,13 +161,18 @@ async def test_a_request_to_nothing_listening_times_out_and_close_is_bounded() -
     assert time.monotonic() - started < 2
 
 
+# A burst is held by the client until the end of the loop iteration or FLUSH_AT bytes, then
+# handed to ZeroMQ; frames of 2 KiB get there well within these bursts of 100.
+FILLER = "f" * 2048
+
+
 async def test_sends_to_nothing_listening_stop_at_the_high_water_mark() -> None:
     client = distro.create("zmq").client(port=_free_port(), hwm=4, send_timeout=0.2)
     sent = 0
     async with client:
         with pytest.raises(distro.TransportError, match="high-water mark") as info:
             for _ in range(100):
-                await client.send(distro.message({"uri": "/void", "verb": "POST"}))
+                await client.send(distro.message({"uri": "/void", "verb": "POST"}, FILLER))
                 sent += 1
     assert 1 <= sent < 100
     assert not isinstance(info.value, distro.ConnectionError)
@@ -176,23 +181,25 @@ async def test_sends_to_nothing_listening_stop_at_the_high_water_mark() -> None:
 async def test_frames_held_at_the_high_water_mark_are_reported_when_closing(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    # The frames of one loop iteration are written at its end; at the high-water mark the
-    # rest wait for room. Closing does not wait: what is still held is discarded, and logged.
+    # The frames of one loop iteration are written at its end (or past FLUSH_AT bytes); at the
+    # high-water mark the rest wait for room. Closing does not wait: what is still held is
+    # discarded, and logged.
     client = distro.create("zmq").client(port=_free_port(), hwm=2, send_timeout=0.1, linger=0)
     with caplog.at_level(logging.WARNING, logger="distro.zmq"):
         async with client:
             with pytest.raises(distro.TransportError, match="high-water mark"):
                 for _ in range(100):
-                    await client.send(distro.message({"uri": "/void", "verb": "POST"}))
+                    await client.send(distro.message({"uri": "/void", "verb": "POST"}, FILLER))
             started = time.monotonic()
         assert time.monotonic() - started < 1
     assert "discarded on close" in caplog.text
 
 
 async def test_a_burst_longer_than_the_send_batch_arrives_whole_and_in_order() -> None:
-    # No send in the burst suspends, so the server reads nothing until it ends: the client
-    # holds frames for the end of the iteration, writes them itself past its batch, and waits
-    # for room whenever ZeroMQ's queues are full.
+    # No send in the burst suspends until ZeroMQ's queues are full, so the server reads nothing
+    # until then: the client holds frames for the end of the iteration, hands them to ZeroMQ
+    # past FLUSH_AT bytes, keeps those it refuses at the high-water mark, in order, and waits
+    # for room before taking more.
     factory = distro.create("zmq")
     server = factory.server(hwm=100)
     got = Recorder()
