@@ -7,14 +7,14 @@ no import of ``distro_pigeon`` by the user.
 
 from __future__ import annotations
 
-import distro_core as distro
+from distro_core import transport as kit
 
 from ._transport import MAX_MESSAGE_SIZE, PigeonTransport, default_roost
 
 __all__ = ["MAX_MESSAGE_SIZE", "PigeonTransport", "default_roost", "distro_register_transports"]
 
 
-@distro.hookimpl
-def distro_register_transports() -> list[type[distro.Transport]]:
+@kit.hookimpl
+def distro_register_transports() -> list[type[kit.Transport]]:
     """Give distro the pigeon transport."""
     return [PigeonTransport]

@@ -5,6 +5,11 @@ directions carry length-prefixed frames (``_frames``); replies go back on the li
 came in on. The roost is a directory private to the user (created ``0700``, refused when it
 belongs to someone else or others can write to it), since anyone who can reach a socket file
 can send to the server behind it.
+
+What every transport needs comes from distro's kit (``distro_core.transport``): options are
+read with ``Options``, ``OSError`` becomes distro's errors through ``map_error``, and each
+accepted link hands its frames to the core through a ``FrameInlet``, which holds them while
+the core has paused reading.
 """
 
 from __future__ import annotations
@@ -17,11 +22,11 @@ import random
 import socket
 import stat
 import tempfile
-from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
 import distro_core as distro
+from distro_core import transport as kit
 
 from ._frames import FrameDecoder, Oversized, encode
 
@@ -36,6 +41,7 @@ _MAX_WRITE_BUFFER = 8 * MAX_MESSAGE_SIZE
 # Unix socket paths are limited to 104 bytes on macOS and 108 on Linux, terminator included.
 _MAX_PATH = 103
 _EPHEMERAL = range(49152, 65536)
+_UNREACHABLE = kit.UNREACHABLE_ERRNOS | {errno.ENOENT}
 
 
 def default_roost() -> str:
@@ -55,7 +61,7 @@ def _prepare_roost(roost: str) -> None:
         os.makedirs(roost, mode=0o700, exist_ok=True)
         info = os.stat(roost)
     except OSError as exc:
-        raise distro.TransportError(f"pigeon cannot use roost {roost!r}: {exc}") from exc
+        raise kit.map_error(exc, f"pigeon: cannot use roost {roost!r}") from exc
     if info.st_uid != os.getuid() or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
         raise distro.TransportError(
             f"pigeon roost {roost!r} belongs to another user or is writable by others; "
@@ -95,7 +101,7 @@ def _is_alive(path: str) -> bool:
         probe.close()
 
 
-class _Peer(distro.Peer):
+class _Peer(kit.Peer):
     __slots__ = ("_link",)
 
     def __init__(self, roost: str, link: _ServerLink) -> None:
@@ -120,38 +126,55 @@ class _ServerLink(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self._decoder = FrameDecoder(MAX_MESSAGE_SIZE)
         self._peer = _Peer(listener.address[0], self)
-        # Frames read in one chunk after the server paused us wait here: one read may hold
-        # hundreds of frames, and handing them all over would defeat the back-pressure.
-        self.held: deque[bytes] = deque()
+        # One read may hold hundreds of frames: those read after the core paused wait in the
+        # inlet, since handing them all over would defeat the back-pressure.
+        self.inlet = kit.FrameInlet(listener.receiver)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         self.listener.links.add(self)
         if self.listener.paused:
-            transport.pause_reading()
+            self.pause()
 
     def data_received(self, data: bytes) -> None:
-        listener = self.listener
+        inlet = self.inlet
         for frame in self._decoder.feed(data):
             if isinstance(frame, Oversized):
-                listener.receiver.frame_dropped(
+                self.listener.receiver.frame_dropped(
                     "too_large",
                     f"pigeon frame of {frame.size} bytes on {self.path}; "
                     f"the limit is {MAX_MESSAGE_SIZE}",
                 )
-            elif listener.paused or self.held:
-                self.held.append(frame)
             else:
-                listener.receiver.frame_received(frame, self._peer)
+                inlet.deliver(frame, self._peer)
 
-    def release(self) -> None:
-        """Hand over the frames held while paused, until paused again."""
-        listener = self.listener
-        while self.held and not listener.paused:
-            listener.receiver.frame_received(self.held.popleft(), self._peer)
-        if not self.held and self.transport is not None and self.transport.is_closing():
-            listener.links.discard(self)
+    def pause(self) -> None:
+        """Hold frames and stop reading the socket."""
+        self.inlet.pause()
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume(self) -> None:
+        """Hand over the frames held while paused, then read again, unless the core paused
+        again meanwhile."""
+        if not self.inlet.resume():
+            return
+        if self.transport is None:
+            return
+        if self.transport.is_closing():
+            self.listener.links.discard(self)  # the link was only kept for its held frames
+        else:
+            self.transport.resume_reading()
+
+    def discard_held(self) -> None:
+        """The listener is closing: frames read but never handed over are dropped, each
+        counted ``closing``."""
+        count = self.inlet.close()
+        for _ in range(count):
+            self.listener.receiver.frame_dropped(
+                "closing", f"pigeon client of {self.path}: {count} frame(s) read but not handled"
+            )
 
     def eof_received(self) -> bool:
         if self._decoder.pending:
@@ -161,12 +184,12 @@ class _ServerLink(asyncio.Protocol):
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if not self.held:  # otherwise release() lets go once the last held frame is handed over
+        if not self.inlet.held:  # otherwise resume() lets go once the held frames are handed over
             self.listener.links.discard(self)
 
 
-class _PigeonListener(distro.Listener):
-    def __init__(self, receiver: distro.Receiver, roost: str, port: int, path: str) -> None:
+class _PigeonListener(kit.Listener):
+    def __init__(self, receiver: kit.Receiver, roost: str, port: int, path: str) -> None:
         self.receiver = receiver
         self.address = (roost, port)
         self.path = path
@@ -178,15 +201,14 @@ class _PigeonListener(distro.Listener):
     def pause_reading(self) -> None:
         self.paused = True
         for link in self.links:
-            if link.transport is not None:
-                link.transport.pause_reading()
+            link.pause()
 
     def resume_reading(self) -> None:
         self.paused = False
         for link in list(self.links):
-            link.release()
-            if not self.paused and link.transport is not None:
-                link.transport.resume_reading()
+            if self.paused:
+                break  # the core paused again while taking a link's held frames
+            link.resume()
 
     async def aclose(self) -> None:
         server, self._server = self._server, None
@@ -194,6 +216,7 @@ class _PigeonListener(distro.Listener):
             return
         server.close()
         for link in list(self.links):
+            link.discard_held()
             if link.transport is not None:
                 link.transport.close()
         try:
@@ -210,18 +233,24 @@ class _PigeonListener(distro.Listener):
             pass
 
 
-class _PigeonConnection(distro.Connection, asyncio.Protocol):
-    """A client's link; also the asyncio protocol reading replies from it."""
+class _PigeonConnection(kit.Connection, asyncio.Protocol):
+    """A client's link; also the asyncio protocol reading replies from it.
+
+    Frames sent in one loop iteration are written together at its end by the kit's
+    ``WriteBatcher``, which also keeps the write back-pressure: a sender waits while the
+    server reads more slowly than it sends.
+    """
 
     reply_to = "pigeon"  # replies come back on this very link
 
-    def __init__(self, receiver: distro.ClientReceiver, path: str) -> None:
+    def __init__(self, receiver: kit.ClientReceiver, path: str) -> None:
         self._receiver = receiver
         self.path = path
         self._decoder = FrameDecoder(MAX_MESSAGE_SIZE)
         self._transport: asyncio.Transport | None = None
-        self._lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._drained: asyncio.Future[None] | None = None
+        loop = asyncio.get_running_loop()
+        self._lost: asyncio.Future[None] = loop.create_future()
+        self._batcher = kit.WriteBatcher(loop, self._write)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -232,18 +261,22 @@ class _PigeonConnection(distro.Connection, asyncio.Protocol):
             if not isinstance(frame, Oversized):  # the client logs nothing it cannot parse
                 self._receiver.frame_received(frame)
 
+    def _write(self, frames: list[bytes]) -> None:
+        transport = self._transport
+        if transport is not None and not transport.is_closing():
+            transport.writelines(frames)
+
     def pause_writing(self) -> None:
-        self._drained = asyncio.get_running_loop().create_future()
+        self._batcher.pause_writing()
 
     def resume_writing(self) -> None:
-        drained, self._drained = self._drained, None
-        if drained is not None and not drained.done():
-            drained.set_result(None)
+        self._batcher.resume_writing()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self._lost.done():
             self._lost.set_result(None)
-        self.resume_writing()
+        # A sender waiting for the server to catch up gets this error.
+        self._batcher.lost(distro.ConnectionError(f"pigeon link to {self.path} is closed"))
         self._receiver.connection_lost(exc)
 
     async def send(self, data: bytes, message: distro.Message) -> None:
@@ -252,13 +285,15 @@ class _PigeonConnection(distro.Connection, asyncio.Protocol):
             raise distro.ConnectionError(f"pigeon link to {self.path} is closed")
         if len(data) > MAX_MESSAGE_SIZE:
             raise distro.MessageTooLarge(len(data), MAX_MESSAGE_SIZE, "pigeon")
-        transport.write(encode(data))
-        if self._drained is not None:
-            await self._drained  # the server is slower than us: wait until it catches up
+        batcher = self._batcher
+        batcher.write(encode(data))
+        if batcher.congested:
+            await batcher.drain()  # the server is slower than us: wait until it catches up
 
     async def aclose(self) -> None:
         if self._transport is None:
             return
+        self._batcher.flush()  # what was sent in this loop iteration goes before the close
         self._transport.close()
         try:
             await asyncio.wait_for(asyncio.shield(self._lost), 2.0)
@@ -266,36 +301,46 @@ class _PigeonConnection(distro.Connection, asyncio.Protocol):
             self._transport.abort()
 
 
-class PigeonTransport(distro.Transport):
+class PigeonTransport(kit.Transport):
     """Messages between processes of one machine over Unix-domain stream sockets.
 
     Options: ``address``, the roost directory holding the socket files (default
     :func:`default_roost`), and ``port``, the number naming a server's socket file (0 picks a
     free one for a server; a client names its server's).
+
+    :param roost: the roost directory, absolute.
+    :param port: the server's number (0: any free one, for a server).
+    :param options: the options as the user gave them, for ``describe()``.
     """
 
     name = "pigeon"
-    capabilities = distro.Capabilities(max_message_size=MAX_MESSAGE_SIZE)
-    api_version = 1
+    capabilities = kit.Capabilities(max_message_size=MAX_MESSAGE_SIZE)
+    api_version = 2  # the contract it was written for: a core with another one refuses it
 
-    def __init__(self, options: Mapping[str, Any]) -> None:
-        unknown = sorted(set(options) - {"address", "port"})
-        if unknown:
-            raise TypeError(f"transport 'pigeon' got unknown option(s) {', '.join(unknown)}")
-        super().__init__(options)
-        roost = options.get("address")
+    def __init__(self, roost: str, port: int, options: Mapping[str, Any] | None = None) -> None:
+        self.roost = roost
+        self.port = port
+        if options is not None:
+            self.options = options
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> PigeonTransport:
+        """Read ``address`` and ``port`` (unknown options are refused by the kit's reader).
+
+        :raises TypeError: an unknown option.
+        :raises ValueError: an empty or too long roost, a bad port.
+        """
+        opts = kit.Options(cls.name, options)
+        roost = opts.optional_string("address")
         if roost is None:
             roost = default_roost()
-        if not isinstance(roost, str) or not roost:
-            raise ValueError(f"pigeon address must be a directory path, got {roost!r}")
-        port = options.get("port", 0)
-        if type(port) is not int or not 0 <= port <= 65535:
-            raise ValueError(f"port must be an integer 0..65535, got {port!r}")
-        self.roost = os.path.abspath(roost)
-        self.port = port
-        _socket_path(self.roost, 65535)  # a roost too long fails now, not at bind
+        elif not roost:
+            raise ValueError("pigeon option 'address' must be a directory path, got ''")
+        roost = os.path.abspath(roost)
+        _socket_path(roost, 65535)  # a roost too long fails now, not at bind
+        return cls(roost, opts.port("port", 0), opts.finish())
 
-    async def listen(self, receiver: distro.Receiver) -> distro.Listener:
+    async def listen(self, receiver: kit.Receiver) -> kit.Listener:
         _prepare_roost(self.roost)
         ports = [self.port] if self.port else random.sample(_EPHEMERAL, 64)
         for port in ports:
@@ -304,10 +349,8 @@ class PigeonTransport(distro.Transport):
                 sock = _bind(path)
             except OSError as exc:
                 if exc.errno == errno.EADDRINUSE and not self.port:
-                    continue
-                if exc.errno == errno.EADDRINUSE:
-                    raise distro.AddressInUse(f"pigeon server already listens at {path}") from exc
-                raise distro.TransportError(f"pigeon cannot listen at {path}: {exc}") from exc
+                    continue  # taken: try another free number
+                raise kit.map_error(exc, f"pigeon: cannot listen at {path}") from exc
             listener = _PigeonListener(receiver, self.roost, port, path)
             try:
                 listener._server = await asyncio.get_running_loop().create_unix_server(
@@ -315,22 +358,26 @@ class PigeonTransport(distro.Transport):
                 )
             except OSError as exc:
                 sock.close()
-                raise distro.TransportError(f"pigeon cannot listen at {path}: {exc}") from exc
+                raise kit.map_error(exc, f"pigeon: cannot listen at {path}") from exc
             return listener
         raise distro.AddressInUse(f"pigeon found no free port in {self.roost}")
 
     async def connect(
-        self, receiver: distro.ClientReceiver, target: tuple[str, int] | None = None
-    ) -> distro.Connection:
+        self, receiver: kit.ClientReceiver, target: tuple[str, int] | None = None
+    ) -> kit.Connection:
         roost, port = (self.roost, self.port) if target is None else target
         if not isinstance(roost, str) or type(port) is not int or not 0 < port <= 65535:
-            raise ValueError(f"a pigeon client needs a roost and the server's port, got {target}")
+            if target is None:
+                raise ValueError("a pigeon client needs the server's port (the 'port' option)")
+            # A target comes from a message's headers, not from the user: a link error.
+            raise distro.ConnectionError(f"pigeon: cannot connect to {target!r}")
         path = _socket_path(roost, port)
         connection = _PigeonConnection(receiver, path)
         try:
             await asyncio.get_running_loop().create_unix_connection(lambda: connection, path)
-        except (FileNotFoundError, ConnectionRefusedError) as exc:
-            raise distro.ConnectionError(f"no pigeon server listens at {path}") from exc
         except OSError as exc:
-            raise distro.TransportError(f"pigeon cannot connect to {path}: {exc}") from exc
+            # No socket file is no server there, as a refused connection is.
+            raise kit.map_error(
+                exc, f"pigeon: cannot connect to {path}", unreachable=_UNREACHABLE
+            ) from exc
         return connection

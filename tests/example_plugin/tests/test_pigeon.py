@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib.metadata
 
 import pytest
 
+import distro_core as distro
 from distro_core.testing import TransportSuite
 
 try:
@@ -22,6 +24,51 @@ except importlib.metadata.PackageNotFoundError:
 
 class TestPigeon(TransportSuite):
     transport = "pigeon"
+
+
+# -- what the kit does for pigeon: options, error mapping -------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "text"),
+    [
+        ({"colour": "red"}, TypeError, "colour"),
+        ({"port": 70000}, ValueError, "port"),
+        ({"port": "1"}, ValueError, "port"),
+        ({"address": ""}, ValueError, "address"),
+        ({"address": 7}, ValueError, "address"),
+    ],
+)
+def test_bad_options_are_refused_naming_the_option(
+    options: dict[str, object], error: type[Exception], text: str
+) -> None:
+    with pytest.raises(error, match=text):
+        distro.create("pigeon").server(**options)
+
+
+def test_nothing_listening_is_a_connection_error_from_the_os_error() -> None:
+    async def attempt() -> None:
+        factory = distro.create("pigeon")
+        async with factory.server(port=0) as server:
+            roost, _ = server.address
+        client = factory.client(address=roost, port=1)  # no socket file for port 1
+        await client.open()
+
+    with pytest.raises(distro.ConnectionError, match="cannot connect") as info:
+        asyncio.run(attempt())
+    assert isinstance(info.value.__cause__, OSError)
+
+
+def test_a_taken_port_is_address_in_use() -> None:
+    async def attempt() -> int:
+        factory = distro.create("pigeon")
+        async with factory.server(port=0) as first:
+            roost, port = first.address
+            with pytest.raises(distro.AddressInUse, match=f"{port}.sock"):
+                await factory.server(address=roost, port=port).start()
+        return port
+
+    assert asyncio.run(attempt()) > 0
 
 
 # -- the framing, which is pure code: whole buffers, byte by byte, trailing data --------------
