@@ -69,7 +69,7 @@ class ZmqTransport(kit.Transport):
     # core with another contract refuses it at load instead of running it unchecked.
     api_version: ClassVar[int] = 2
 
-    def __init__(self, settings: ZmqOptions, options: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, settings: ZmqOptions, *, options: Mapping[str, Any] | None = None) -> None:
         self.settings = settings
         if options is not None:
             self.options = options
@@ -93,7 +93,7 @@ class ZmqTransport(kit.Transport):
             raise TypeError(
                 f"zmq option 'context' must be a zmq.Context, got {type(context).__name__}"
             )
-        return cls(settings, opts.finish())
+        return cls(settings, options=opts.finish())
 
     def describe(self) -> str:
         """The transport and the endpoint it binds or connects to."""

@@ -317,7 +317,7 @@ class PigeonTransport(kit.Transport):
     capabilities = kit.Capabilities(max_message_size=MAX_MESSAGE_SIZE)
     api_version = 2  # the contract it was written for: a core with another one refuses it
 
-    def __init__(self, roost: str, port: int, options: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, roost: str, port: int, *, options: Mapping[str, Any] | None = None) -> None:
         self.roost = roost
         self.port = port
         if options is not None:
@@ -338,7 +338,7 @@ class PigeonTransport(kit.Transport):
             raise ValueError("pigeon option 'address' must be a directory path, got ''")
         roost = os.path.abspath(roost)
         _socket_path(roost, 65535)  # a roost too long fails now, not at bind
-        return cls(roost, opts.port("port", 0), opts.finish())
+        return cls(roost, opts.port("port", 0), options=opts.finish())
 
     async def listen(self, receiver: kit.Receiver) -> kit.Listener:
         _prepare_roost(self.roost)
