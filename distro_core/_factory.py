@@ -49,13 +49,34 @@ class Factory:
 
         Options are the transport's (``address``, ``port`` and so on; a mapping works as well as
         keywords) plus the server's own: ``max_concurrency``, ``close_timeout`` and
-        ``ack_any_address`` (see :class:`Server`).
+        ``ack_any_address`` (see :class:`Server`). ``group="name"`` makes the server one
+        member of a group that shares its messages (each handled by one member), on
+        transports whose capabilities say ``groups``.
 
         :raises TypeError: an option the transport does not know.
+        :raises ValueError: a bad value, or ``group=`` on a transport without groups.
         """
         merged = _merge(info, options)
         own = {key: merged.pop(key) for key in _SERVER_OPTIONS if key in merged}
+        if "group" in merged:
+            self._check_group(merged["group"])
         return Server(self.transport.from_options(merged), logger=self.logger, **own)
+
+    def _check_group(self, group: object) -> None:
+        """``group=`` is the core's name for competing consumers; transports implement it."""
+        if not isinstance(group, str) or not group:
+            raise ValueError(f"group must be a non-empty string, got {group!r}")
+        if not self.transport.capabilities.groups:
+            able = sorted(
+                name
+                for name, info in default_registry().available().items()
+                if info.transport.capabilities.groups
+            )
+            raise ValueError(
+                f"transport {self.name!r} has no groups (competing consumers); "
+                f"transports that do: {', '.join(able) or 'none installed'}. Over tcp and udp "
+                "several servers can share a port with reuse_port=True instead"
+            )
 
     def client(self, info: Mapping[str, Any] | None = None, /, **options: Any) -> Client:
         """Make a client (not yet open) for the server the options name.

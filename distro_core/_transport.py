@@ -75,6 +75,14 @@ class Capabilities:
     :ivar acknowledgements: servers can send RECEIVED to an ``address``/``port`` header.
     :ivar fan_out: every server whose routes match receives a message (pub/sub), not just one.
     :ivar cross_process: clients in other processes can reach a server (false for ``memory``).
+    :ivar groups: servers made with the same ``group=`` name share the messages of their
+        routes: each message goes to one member (competing consumers). The transport reads
+        the ``group`` option; the core refuses ``group=`` on a transport without this flag.
+    :ivar redelivery: a message whose handler raised is delivered again (to any member) and,
+        after a bounded number of deliveries, kept as a dead letter; the transport's peers
+        settle (:attr:`Peer.settles`).
+    :ivar durable: a message sent while no server (of its group) runs is kept by the broker
+        and handled when one starts.
     """
 
     ordered: bool = True
@@ -84,18 +92,26 @@ class Capabilities:
     acknowledgements: bool = True
     fan_out: bool = False
     cross_process: bool = True
+    groups: bool = False
+    redelivery: bool = False
+    durable: bool = False
 
 
 class Outcome(enum.Enum):
     """How the core finished with one delivered frame (see :meth:`Peer.settle`)."""
 
     HANDLED = "handled"
-    """Every handler ran and returned (a request's reply, if any, was sent or queued)."""
+    """Every handler ran and returned (a request's reply, if any, was sent or queued):
+    acknowledge it."""
     FAILED = "failed"
-    """At least one handler raised (a transport with redelivery may offer it again)."""
+    """At least one handler raised (or timed out): a transport with redelivery offers it
+    again after a delay and, after its limit, keeps it as a dead letter with the error."""
     DROPPED = "dropped"
-    """No handler ran: the frame was not a message, had no route, or the server was
-    overloaded or closing (counted in ``server.stats.dropped``)."""
+    """It can never be handled: not a message, no handler for it, or expired. Acknowledge it
+    (counted in ``server.stats.dropped``); redelivering it would only fail again."""
+    RETURNED = "returned"
+    """This server did not take it (closing, overloaded): a transport with redelivery offers
+    it again, to this or another member, without counting a failed delivery."""
 
 
 class RequestFailure(enum.Enum):
@@ -169,10 +185,17 @@ class Peer(abc.ABC):
         :raises TransportError: the reply cannot be sent (the peer is gone).
         """
 
-    def settle(self, outcome: Outcome) -> None:  # noqa: B027 - optional, a no-op by default
+    def settle(  # noqa: B027 - optional, a no-op by default
+        self, outcome: Outcome, detail: str | None = None
+    ) -> None:
         """The core is done with the frame this peer came with: acknowledge, redeliver or
         dead-letter it. Called once per frame, only when :attr:`settles` is true; must not
-        block or raise (log and count a failure instead)."""
+        block or raise (log and count a failure instead).
+
+        :param detail: for :attr:`Outcome.FAILED` the first failure's text (what a dead letter
+            records); for :attr:`Outcome.DROPPED` and :attr:`Outcome.RETURNED` the reason it
+            was counted under (``invalid``, ``no_route``, ``closing``, ``overload``...).
+        """
 
 
 class Receiver(Protocol):
