@@ -317,7 +317,8 @@ class Server(HandlerTable):
                 if failure is not None:
                     self._log.dropped(*failure)
         if peer.settles:
-            peer.settle(outcome(handled, failed))
+            detail = (error or "a catch-all handler failed") if failed else None
+            peer.settle(outcome(handled, failed), detail if handled else "no_route")
 
     def _acknowledged(self, failure: tuple[str, str] | None) -> None:
         if failure is None:
@@ -357,15 +358,23 @@ class Server(HandlerTable):
                     self._listener.resume_reading()
 
     def _refuse(self, peer: Peer, reason: str, detail: str) -> None:
-        """Drop a frame before any handler ran: count and log it, and settle it as dropped."""
+        """Drop a frame before any handler ran: count and log it, and settle it: returned when
+        this server could not take it (another member may), else dropped."""
         self._log.dropped(reason, detail)
         if peer.settles:
-            peer.settle(Outcome.DROPPED)
+            peer.settle(Outcome.RETURNED if reason in _NOT_TAKEN else Outcome.DROPPED, reason)
+
+
+_NOT_TAKEN = frozenset({"closing", "overload"})
+"""Drop reasons that are this server's, not the message's: settled as RETURNED."""
 
 
 def _settle_unfinished(peer: Peer, task: asyncio.Task[None]) -> None:
     # Cancelled by aclose's time-out (perhaps before its first step) or ended by an error of
     # the server's own, the task never reached _finish: the handlers did not finish, so a
-    # transport with redelivery may offer the frame again.
-    if task.cancelled() or task.exception() is not None:
-        peer.settle(Outcome.FAILED)
+    # transport with redelivery offers the frame again (without counting a failure when the
+    # server closing cut it short).
+    if task.cancelled():
+        peer.settle(Outcome.RETURNED, "closing")
+    elif task.exception() is not None:
+        peer.settle(Outcome.FAILED, f"internal error: {task.exception()!r}")

@@ -49,6 +49,7 @@ __all__ = [
     "Capabilities",
     "ClientReceiver",
     "Connection",
+    "DeadLetter",
     "Listener",
     "Outcome",
     "Peer",
@@ -122,6 +123,26 @@ class RequestFailure(enum.Enum):
     """Nothing received it: no server subscribes to its channel or subject."""
     REFUSED = "refused"
     """The broker or the path refused it."""
+
+
+@attrs.frozen
+class DeadLetter:
+    """A message a group gave up on: every delivery failed (or no member was left to take it).
+
+    Transports with :attr:`Capabilities.redelivery` keep these where a user can read them and
+    send them again (each documents where: the memory transport on its network, Redis Streams
+    in a stream).
+
+    :ivar data: the message's frame, as it was sent.
+    :ivar group: the group that could not handle it.
+    :ivar error: the last failure's text.
+    :ivar deliveries: how many times it was delivered.
+    """
+
+    data: bytes
+    group: str
+    error: str
+    deliveries: int
 
 
 @attrs.frozen

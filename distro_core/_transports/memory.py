@@ -63,6 +63,7 @@ from ..transport import (
     Capabilities,
     ClientReceiver,
     Connection,
+    DeadLetter,
     FrameInlet,
     Listener,
     Options,
@@ -70,6 +71,7 @@ from ..transport import (
     Receiver,
     Transport,
 )
+from ._memory_groups import GroupRules, MemoryGroup
 
 __all__ = ["QUEUE_SIZE", "SEND_TIMEOUT", "MemoryNetwork", "MemoryTransport"]
 
@@ -89,11 +91,40 @@ _EPHEMERAL = itertools.cycle(range(49152, 65536))
 
 class MemoryNetwork:
     """A table of in-process ports. Pass the same one as the ``network`` option to a server
-    and its clients when they run on different event loops (or to isolate a test)."""
+    and its clients when they run on different event loops (or to isolate a test).
+
+    Servers made with ``group="name"`` on one port form a group there (see
+    ``distro_core._transports._memory_groups``); its dead letters stay readable here after
+    its last member closed.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._listeners: dict[int, _MemoryListener] = {}
+        self._listeners: dict[int, _MemoryListener | MemoryGroup] = {}
+        self._groups: dict[str, MemoryGroup] = {}
+
+    @classmethod
+    def current(cls) -> MemoryNetwork:
+        """The running event loop's default network (where servers made without ``network=``
+        bind).
+
+        :raises RuntimeError: no event loop runs in this thread.
+        """
+        return _loop_network(asyncio.get_running_loop())
+
+    def dead_letters(self, group: str) -> list[DeadLetter]:
+        """The messages ``group`` gave up on, oldest first."""
+        found = self._groups.get(group)
+        return list(found.dead) if found is not None else []
+
+    def redrive(self, group: str) -> int:
+        """Deliver ``group``'s dead letters again, as new messages (their replies go nowhere:
+        the requests they were have ended). Call it from the members' event loop.
+
+        :returns: how many were sent again.
+        """
+        found = self._groups.get(group)
+        return found.redrive(_NO_SENDER) if found is not None else 0
 
     def _bind(self, port: int, listener: _MemoryListener) -> int:
         with self._lock:
@@ -106,16 +137,42 @@ class MemoryNetwork:
                 else:
                     raise AddressInUse("no free ephemeral memory port")
             elif port in self._listeners:
-                raise AddressInUse(f"memory port {port} is already bound")
-            self._listeners[port] = listener
+                bound = self._listeners[port]
+                if listener.group is None or not isinstance(bound, MemoryGroup):
+                    raise AddressInUse(f"memory port {port} is already bound")
+                if bound.name != listener.group:
+                    raise AddressInUse(
+                        f"memory port {port} is bound by group {bound.name!r}, "
+                        f"not {listener.group!r}"
+                    )
+                bound.members.append(listener)
+                return port
+            if listener.group is None:
+                self._listeners[port] = listener
+                return port
+            group = self._groups.get(listener.group)
+            if group is None or group.port != port or group.members:
+                if group is not None and group.members:
+                    raise AddressInUse(
+                        f"memory group {listener.group!r} serves port {group.port}, not {port}"
+                    )
+                group = MemoryGroup(listener.group, port, listener.rules)
+                self._groups[listener.group] = group
+            group.members.append(listener)
+            self._listeners[port] = group
             return port
 
     def _unbind(self, port: int, listener: _MemoryListener) -> None:
         with self._lock:
-            if self._listeners.get(port) is listener:
+            bound = self._listeners.get(port)
+            if bound is listener:
                 del self._listeners[port]
+            elif isinstance(bound, MemoryGroup) and listener in bound.members:
+                bound.members.remove(listener)
+                if not bound.members:
+                    del self._listeners[port]  # its dead letters stay in self._groups
 
-    def _lookup(self, port: int) -> _MemoryListener | None:
+    def _lookup(self, port: int) -> _MemoryListener | MemoryGroup | None:
         return self._listeners.get(port)
 
 
@@ -275,10 +332,28 @@ class _MemoryPeer(Peer):
         self._conn._reply(data)
 
 
+class _NoSender(Peer):
+    """The sender of a redriven dead letter: nobody waits for its reply any more."""
+
+    def send(self, data: bytes, reply_to: str) -> None:
+        raise TransportError("a redriven dead letter's sender has gone; its reply is dropped")
+
+
+_NO_SENDER = _NoSender(HOST)
+
+
 class _MemoryListener(Listener):
     def __init__(
-        self, network: MemoryNetwork, port: int, receiver: Receiver, queue_size: int
+        self,
+        network: MemoryNetwork,
+        port: int,
+        receiver: Receiver,
+        queue_size: int,
+        group: str | None = None,
+        rules: GroupRules | None = None,
     ) -> None:
+        self.group = group
+        self.rules = rules or GroupRules()
         self._network = network
         self._receiver = receiver
         self._inlet = FrameInlet(receiver)
@@ -288,6 +363,11 @@ class _MemoryListener(Listener):
         self._waiters: deque[_Waiter] = deque()
         self._closed = False
         self.address = (HOST, network._bind(port, self))
+
+    @property
+    def serving(self) -> bool:
+        """Whether it takes frames now (open and not paused): where a group sends first."""
+        return not self._closed and not self._inlet.paused
 
     def offer(self, data: bytes, peer: Peer) -> bool:
         """Queue ``data`` if there is room and nobody waits for it; from any thread.
@@ -421,13 +501,19 @@ class _MemoryConnection(Connection):
     async def send(self, data: bytes, message: Message) -> None:
         if self._closed:
             raise ConnectionError("memory connection is closed")
-        listener = self._network._lookup(self._port)
-        if listener is None:
+        bound = self._network._lookup(self._port)
+        if bound is None:
             raise ConnectionError(f"nothing listens on memory port {self._port}")
-        if self._waiting or not listener.offer(data, self._peer):
-            await self._send_when_room(listener, data)
+        peer: Peer = self._peer
+        if type(bound) is MemoryGroup:  # one member gets it, with a peer that settles
+            listener = bound.pick()
+            peer = bound.first_delivery(peer, data)
+        else:
+            listener = bound  # type: ignore[assignment]  # the common case, tested by type()
+        if self._waiting or not listener.offer(data, peer):
+            await self._send_when_room(listener, data, peer)
 
-    async def _send_when_room(self, listener: _MemoryListener, data: bytes) -> None:
+    async def _send_when_room(self, listener: _MemoryListener, data: bytes, peer: Peer) -> None:
         local = listener.inbox.here()
         loop = self._inbox.loop
         waiter = _Waiter(loop, local)
@@ -448,7 +534,7 @@ class _MemoryConnection(Connection):
                     raise
                 finally:
                     timer.cancel()
-                listener.inbox.post(data, self._peer, local)
+                listener.inbox.post(data, peer, local)
         finally:
             self._waiting -= 1
 
@@ -485,14 +571,17 @@ class MemoryTransport(Transport):
     one per event loop, see the module docstring) and ``queue_size`` (frames a server's
     inbound queue holds before senders wait, and a client's reply queue before replies are
     dropped; :data:`QUEUE_SIZE` by default) and ``send_timeout`` (seconds a sender waits for
-    room before ``ConnectionError``; :data:`SEND_TIMEOUT` by default).
+    room before ``ConnectionError``; :data:`SEND_TIMEOUT` by default). Servers made with
+    ``group`` (a name) on one port share its messages, one member each, with redelivery:
+    ``max_deliveries`` (5), ``redelivery_delay`` (0.1 s) and ``dead_letters`` kept per group
+    (1000); see :class:`MemoryNetwork` and ``_memory_groups``.
 
     :ivar network: the network it binds or connects in; None until it is known (made where no
         event loop runs).
     """
 
     name = "memory"
-    capabilities = Capabilities(cross_process=False)
+    capabilities = Capabilities(cross_process=False, groups=True, redelivery=True)
 
     api_version = API_VERSION
 
@@ -502,9 +591,13 @@ class MemoryTransport(Transport):
         network: MemoryNetwork | None = None,
         queue_size: int = QUEUE_SIZE,
         send_timeout: float = SEND_TIMEOUT,
+        group: str | None = None,
+        rules: GroupRules | None = None,
         *,
         options: Mapping[str, Any],
     ) -> None:
+        self.group = group
+        self.rules = rules or GroupRules()
         self.port = port
         self.network = network
         self.queue_size = queue_size
@@ -523,16 +616,25 @@ class MemoryTransport(Transport):
         network = opts.get("network", None, _check_network)
         queue_size = opts.integer("queue_size", QUEUE_SIZE, minimum=1)
         send_timeout = opts.number("send_timeout", SEND_TIMEOUT, positive=True)
+        group = opts.optional_string("group")
+        defaults = GroupRules()
+        rules = GroupRules(
+            opts.integer("max_deliveries", defaults.max_deliveries, minimum=1),
+            opts.number("redelivery_delay", defaults.redelivery_delay, minimum=0),
+            opts.integer("dead_letters", defaults.dead_letters, minimum=0),
+        )
         if network is None:
             loop = _running_loop()
             if loop is not None:
                 network = _loop_network(loop)
-        return cls(port, network, queue_size, send_timeout, options=opts.finish())
+        return cls(port, network, queue_size, send_timeout, group, rules, options=opts.finish())
 
     async def listen(self, receiver: Receiver) -> Listener:
         if self.network is None:  # made in plain code: it belongs to the loop it serves on
             self.network = _loop_network(asyncio.get_running_loop())
-        return _MemoryListener(self.network, self.port, receiver, self.queue_size)
+        return _MemoryListener(
+            self.network, self.port, receiver, self.queue_size, self.group, self.rules
+        )
 
     async def connect(
         self, receiver: ClientReceiver, target: tuple[str, int] | None = None

@@ -575,8 +575,9 @@ class TransportSuite:
             if any(peer.settles for peer in peers):
                 # Settling acknowledges one delivery: a settling peer stands for one frame.
                 assert len({id(peer) for peer in peers}) == 3
-            for peer, outcome in zip(peers, kit.Outcome, strict=True):
-                peer.settle(outcome)  # never raises, never blocks
+            for peer, outcome in zip(peers, kit.Outcome, strict=False):
+                # Never raises, never blocks (a transport with redelivery may act on it).
+                peer.settle(outcome, "settled by the conformance kit")
 
     # -- blocking entry points -------------------------------------------------------------
 
