@@ -483,6 +483,61 @@ class TransportSuite:
         with pytest.raises(distro.StateError):
             await client.send(distro.message({"uri": "/x"}))
 
+    # -- groups and redelivery (where the transport declares them) -------------------------
+
+    def group_member_options(
+        self, factory: distro.Factory, first: distro.Server, group: str
+    ) -> dict[str, Any]:
+        """Options for another member of ``first``'s group: by default the same address and
+        port (members share them, as the memory transport's do); a broker transport whose
+        members claim addresses of their own overrides this."""
+        return {**self.client_options(factory, first), "group": group}
+
+    async def test_group_members_each_take_a_message_once(self, factory: distro.Factory) -> None:
+        if not self.caps(factory).groups:
+            pytest.skip(f"{factory.name} declares no groups")
+        group = f"kit-{os.getpid()}-{id(self)}"
+        seen: list[tuple[int, int]] = []
+        first = factory.server({**self.server_options(factory), "group": group})
+        first.post("/grouped", lambda m: seen.append((0, m.payload)))
+        async with first:
+            second = factory.server(self.group_member_options(factory, first, group))
+            second.post("/grouped", lambda m: seen.append((1, m.payload)))
+            async with second, factory.client(self.client_options(factory, first)) as client:
+                for n in range(40):
+                    await client.send(distro.message({"uri": "/grouped", "verb": "POST"}, n))
+                await wait_until(lambda: len(seen) >= 40, what="40 messages handled")
+                await asyncio.sleep(0.1)  # a duplicate would show up by now
+        assert sorted(n for _, n in seen) == list(range(40)), "each message exactly once"
+        assert {member for member, _ in seen} == {0, 1}, "both members took some"
+
+    async def test_a_failed_message_is_delivered_again(self, factory: distro.Factory) -> None:
+        caps = self.caps(factory)
+        if not (caps.groups and caps.redelivery):
+            pytest.skip(f"{factory.name} declares no redelivery")
+        group = f"kit-{os.getpid()}-{id(self)}"
+        attempts: list[int] = []
+
+        def flaky(msg: distro.Message) -> None:
+            attempts.append(msg.payload)
+            if len(attempts) < 3:
+                raise RuntimeError("not yet")
+
+        options = {**self.server_options(factory), "group": group}
+        options.update(self.redelivery_options(factory))
+        server = factory.server(options)
+        server.post("/flaky", flaky)
+        async with server, factory.client(self.client_options(factory, server)) as client:
+            await client.send(distro.message({"uri": "/flaky", "verb": "POST"}, 1))
+            await wait_until(lambda: len(attempts) >= 3, timeout=15, what="three deliveries")
+        assert attempts[:3] == [1, 1, 1]
+        assert server.stats.handler_errors == 2
+
+    def redelivery_options(self, factory: distro.Factory) -> dict[str, Any]:
+        """Server options that make redelivery quick enough for a test (a transport whose
+        option names differ overrides this)."""
+        return {"redelivery_delay": 0.01}
+
     # -- the transport contract itself (no Server or Client in between) --------------------
 
     @asynccontextmanager
