@@ -65,7 +65,7 @@ async def _hostile_tcp(host: str, port: int, frames: list[bytes], stop: asyncio.
     idle: list[asyncio.StreamWriter] = []
     while not stop.is_set():
         try:
-            reader, writer = await asyncio.open_connection(host, port)
+            _, writer = await asyncio.open_connection(host, port)
         except OSError:
             await asyncio.sleep(0.01)
             continue
