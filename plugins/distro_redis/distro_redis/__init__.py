@@ -16,17 +16,18 @@ from __future__ import annotations
 
 from distro_core import transport as kit
 
+from ._streams import StreamsTransport
 from ._transport import RedisTransport
 
-__all__ = ["RedisTransport", "distro_register_transports"]
+__all__ = ["RedisTransport", "StreamsTransport", "distro_register_transports"]
 
 __version__ = "0.2.0"
 
 
 @kit.hookimpl
 def distro_register_transports() -> list[type[kit.Transport]]:
-    """The transports this plugin provides: ``redis``.
+    """The transports this plugin provides: ``redis`` and ``redis-streams``.
 
-    :returns: ``[RedisTransport]``.
+    :returns: ``[RedisTransport, StreamsTransport]``.
     """
-    return [RedisTransport]
+    return [RedisTransport, StreamsTransport]

@@ -364,7 +364,7 @@ class RedisConnection(kit.Connection):
                 raise
         if "publisher" in links:
             conn, transport = links["publisher"]
-            old_pub, self._pub = self._pub, Publisher(conn, transport, self._link_lost)
+            old_pub, self._pub = self._pub, self._publisher(conn, transport, self._link_lost)
             if old_pub is not None:
                 await old_pub.aclose()
         assert self._pub is not None
@@ -429,13 +429,20 @@ class RedisConnection(kit.Connection):
             key = (headers["uri"], headers.get("verb"))
             head = self._heads.get(key)
             if head is None:
-                head = publish_head(message_channel(self.config.prefix, *key))
+                head = self._head(*key)
                 if len(self._heads) >= _CACHE_LIMIT:
                     self._heads.clear()
                 self._heads[key] = head
         if len(data) > MAX_BULK:
             raise distro.MessageTooLarge(len(data), MAX_BULK, "redis")
         pub.publish(head, data)
+
+    # Where a frame goes: redis-streams (a subclass) appends to a stream instead.
+    _publisher: type[Publisher] = Publisher
+
+    def _head(self, uri: str, verb: str | None) -> bytes:
+        """The encoded start of the command that sends a message with this uri and verb."""
+        return publish_head(message_channel(self.config.prefix, uri, verb))
 
     def _heard(self, request_id: str, answer: int | str) -> None:
         """Redis's answer to a request's PUBLISH: how many subscribers got it, or an error."""

@@ -10,7 +10,7 @@ import types
 
 import distro_redis
 import pytest
-from distro_redis import RedisTransport
+from distro_redis import RedisTransport, StreamsTransport
 
 import distro_core as distro
 from distro_core import transport as kit
@@ -52,8 +52,8 @@ def test_the_public_names_are_exactly_all() -> None:
 
 
 def test_the_transport_declares_the_contract_version_it_was_written_for() -> None:
-    assert RedisTransport.api_version == kit.API_VERSION == 2
-    assert distro_redis.distro_register_transports() == [RedisTransport]
+    assert RedisTransport.api_version == StreamsTransport.api_version == kit.API_VERSION == 2
+    assert distro_redis.distro_register_transports() == [RedisTransport, StreamsTransport]
 
 
 class _FutureRedis(RedisTransport):

@@ -1,0 +1,178 @@
+"""Links for redis-streams, speaking RESP2 themselves as the ``redis`` transport's links do.
+
+* :class:`Appender`: a client's XADD link. A :class:`~._link.Publisher` whose replies are
+  stream ids (bulk strings) instead of integers: they are counted, not parsed, unless a request
+  watches one or Redis refused one.
+* :class:`Commander`: a server's general command link (XREADGROUP, XACK, XCLAIM, XPENDING...):
+  commands written in batches, once per loop iteration, and every reply decoded and handed to
+  the callback the command was sent with, in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+
+from redis.asyncio.connection import AbstractConnection
+
+import distro_core as distro
+from distro_core.transport import WriteBatcher
+
+from ._link import LostCallback, Publisher, _Link, log
+from ._resp import Decoder, ProtocolError, Reply, ReplyError
+
+__all__ = ["LOST", "Appender", "Commander", "ReplyCallback"]
+
+ReplyCallback = Callable[[Reply], None]
+
+LOST = ReplyError("LINK LOST: the link to Redis broke before it answered")
+"""What a :class:`Commander` hands the callbacks of commands Redis never answered."""
+
+
+class Appender(Publisher):
+    """A client's link that appends to the stream: :meth:`publish` takes an XADD head from
+    :func:`~._streams_config.xadd_head` instead of a PUBLISH head; Redis answers each with the
+    new entry's id, or an error."""
+
+    def data_received(self, data: bytes) -> None:
+        if self._tail:
+            data = self._tail + data
+            self._tail = b""
+        if data[-1:] != b"\n":
+            cut = data.rfind(b"\n") + 1
+            self._tail = data[cut:]
+            data = data[:cut]
+        # Each reply is "$<n>" and the id (two lines), or one "-error" line: counting lines
+        # minus "$" lines counts replies, however a read cuts them.
+        if self._watchers or data[:1] == b"-" or b"\n-" in data:
+            self._answers(data.split(b"\r\n")[:-1])
+        else:
+            lines = data.count(b"\n")
+            self.answered += lines - data.count(b"\n$") - (data[:1] == b"$")
+        if self._settlers and self.answered >= self.sent:
+            self._settled()
+
+    def _answers(self, lines: list[bytes]) -> None:
+        watchers = self._watchers
+        for line in lines:
+            if line[:1] == b"$":
+                continue
+            self.answered += 1
+            refused: str | None = None
+            if line[:1] == b"-":
+                refused = line[1:].decode("utf-8", "replace")
+                log.error("redis-streams transport: Redis refused an XADD: %s", refused)
+            watcher = None
+            while watchers and watchers[0][0] <= self.answered:
+                seq, callback = watchers.popleft()
+                if seq == self.answered:
+                    watcher = callback
+            if watcher is not None:
+                try:
+                    watcher(refused if refused is not None else 1)
+                except Exception:
+                    log.exception("redis-streams transport: an XADD watcher failed")
+            elif refused is not None:
+                self.error = refused
+
+
+class Commander(_Link):
+    """A link for any commands: each reply goes to its command's callback, in order.
+
+    :ivar batcher: queues the commands of one loop iteration (see the kit's WriteBatcher).
+    """
+
+    def __init__(
+        self, conn: AbstractConnection, transport: asyncio.Transport, on_lost: LostCallback
+    ) -> None:
+        super().__init__(conn, transport, on_lost)
+        self.batcher = WriteBatcher(self._loop, transport.writelines)
+        self._write = self.batcher.write
+        self._decoder = Decoder()
+        self._callbacks: deque[ReplyCallback | None] = deque()
+
+    @property
+    def outstanding(self) -> int:
+        """Commands Redis has not answered yet."""
+        return len(self._callbacks)
+
+    def send(self, data: bytes, callback: ReplyCallback | None = None) -> None:
+        """Queue one encoded command; ``callback`` gets its reply (:data:`LOST` if the link
+        breaks first). A closed link answers at once with :data:`LOST`."""
+        if self.closed:
+            if callback is not None:
+                callback(LOST)
+            return
+        self._callbacks.append(callback)
+        self._write(data)
+
+    async def call(self, data: bytes, timeout: float) -> Reply:
+        """Send one command and wait for its reply.
+
+        :raises distro.ConnectionError: the link broke, or no reply came within ``timeout``.
+        """
+        waiter: asyncio.Future[Reply] = self._loop.create_future()
+
+        def answered(reply: Reply) -> None:
+            if not waiter.done():
+                waiter.set_result(reply)
+
+        self.send(data, answered)
+        try:
+            reply = await asyncio.wait_for(waiter, timeout)
+        except asyncio.TimeoutError as exc:
+            raise distro.ConnectionError(
+                f"redis-streams transport: Redis did not answer within {timeout:g}s"
+            ) from exc
+        if reply is LOST:
+            raise distro.ConnectionError("redis-streams transport: the link to Redis broke")
+        return reply
+
+    async def settle(self, timeout: float) -> bool:
+        """Write what is queued and wait (bounded) until Redis answered everything sent."""
+        self.batcher.flush()
+        if not self._callbacks or self.closed:
+            return not self._callbacks
+        try:
+            await self.call(b"*1\r\n$4\r\nPING\r\n", timeout)
+        except distro.ConnectionError:
+            return False
+        return True
+
+    def pause_writing(self) -> None:
+        self.batcher.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.batcher.resume_writing()
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            replies = self._decoder.feed(data)
+        except ProtocolError as exc:
+            self._abort(exc)
+            return
+        callbacks = self._callbacks
+        for reply in replies:
+            if not callbacks:
+                self._abort(ProtocolError("Redis sent a reply to no command"))
+                return
+            callback = callbacks.popleft()
+            if callback is None:
+                if isinstance(reply, ReplyError):
+                    log.warning("redis-streams transport: Redis refused a command: %s", reply)
+                continue
+            try:
+                callback(reply)
+            except Exception:
+                log.exception("redis-streams transport: a reply callback failed")
+
+    def _lost(self) -> None:
+        self.batcher.lost(distro.ConnectionError("redis-streams transport: the link is closed"))
+        callbacks, self._callbacks = self._callbacks, deque()
+        for callback in callbacks:
+            if callback is not None:
+                try:
+                    callback(LOST)
+                except Exception:
+                    log.exception("redis-streams transport: a reply callback failed")
