@@ -1,4 +1,4 @@
-"""distro-redis: the ``redis`` transport for distro (Redis pub/sub through redis-py's asyncio).
+"""distro-redis: the ``redis`` (pub/sub) and ``redis-streams`` transports for distro.
 
 Installed, it is found by entry point (group ``distro.transports``), so no import is needed::
 
@@ -10,6 +10,11 @@ Installed, it is found by entry point (group ``distro.transports``), so no impor
 Messages travel on channels named after their uri and verb (``/CUSTOMER/7.POST``); every server
 whose routes match receives a message (fan-out). See the README for the channel naming, the
 request/reply and RECEIVED design, and what happens when Redis restarts.
+
+``distro.create("redis-streams")`` appends messages to a Redis stream instead: servers made with
+``group="name"`` share them (each to one member, acknowledged after its handlers finished,
+redelivered when they fail, dead-lettered after ``max_deliveries``; :func:`dead_letters` and
+:func:`redrive` read and re-send those), messages wait in Redis while no member runs.
 """
 
 from __future__ import annotations
@@ -17,9 +22,16 @@ from __future__ import annotations
 from distro_core import transport as kit
 
 from ._streams import StreamsTransport
+from ._streams_dead import dead_letters, redrive
 from ._transport import RedisTransport
 
-__all__ = ["RedisTransport", "StreamsTransport", "distro_register_transports"]
+__all__ = [
+    "RedisTransport",
+    "StreamsTransport",
+    "dead_letters",
+    "distro_register_transports",
+    "redrive",
+]
 
 __version__ = "0.2.0"
 

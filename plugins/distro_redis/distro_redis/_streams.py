@@ -17,6 +17,7 @@ See the README's redis-streams section for the options and semantics.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -26,7 +27,13 @@ from distro_core import transport as kit
 from ._channels import message_channel
 from ._link import connect
 from ._resp import pack_command
-from ._streams_config import StreamsConfig, read_streams_options, routes_key, xadd_head
+from ._streams_config import (
+    StreamsConfig,
+    consumer_name,
+    read_streams_options,
+    routes_key,
+    xadd_head,
+)
 from ._streams_link import Appender, Commander
 from ._streams_reader import StreamReader
 from ._streams_routes import RouteFilter, subscriptions
@@ -53,7 +60,9 @@ class StreamsListener(RedisListener):
 
     async def open(self) -> None:
         await super().open()
-        config = self.streams
+        config = self.streams = dataclasses.replace(
+            self.streams, consumer=consumer_name(self.streams, self.address[1])
+        )
         settler = None
         if config.group is not None:
             settler = Settler(config, self._receiver, self.check_reply_to)

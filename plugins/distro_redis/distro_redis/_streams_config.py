@@ -15,14 +15,15 @@ Keys (all under the optional ``prefix``, which names one stream: a service names
 * ``<prefix>distro.answered.<group>.<request id>``: a request a group has answered, kept for
   ``reply_window`` seconds, so a request delivered twice is answered once.
 
-Consumer names: the ``consumer`` option, or ``<host name>:<port>`` when the server was given a
-``port`` (both stable across restarts of the same member), else ``<host name>:pid<pid>``.
+Consumer names: the ``consumer`` option, or ``<host name>:<n>`` where ``n`` is the number the
+server claimed on the bus (its address port, unique among the running servers of the bus):
+stable across restarts of the same member when it is given (``port=``), a new one each start
+otherwise.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
 import socket
 
 from distro_core.transport import Options
@@ -34,6 +35,7 @@ __all__ = [
     "RETRY_CONSUMER",
     "StreamsConfig",
     "answered_key",
+    "consumer_name",
     "dead_key",
     "read_streams_options",
     "routes_key",
@@ -61,7 +63,8 @@ class StreamsConfig:
     :ivar redis: where Redis is and the namespace (the ``redis`` transport's options).
     :ivar group: the consumer group a server is a member of, or None (its own copy of every
         message, read with XREAD).
-    :ivar consumer: this member's consumer name in its group.
+    :ivar consumer: this member's consumer name in its group, or None for the default
+        (:func:`consumer_name`).
     :ivar maxlen: the approximate length the stream (and a dead-letter stream) is trimmed to.
     :ivar max_deliveries: deliveries of one message before it becomes a dead letter.
     :ivar redelivery_delay: seconds before a failed (or returned) message is offered again.
@@ -73,7 +76,7 @@ class StreamsConfig:
 
     redis: RedisConfig
     group: str | None
-    consumer: str
+    consumer: str | None
     maxlen: int
     max_deliveries: int
     redelivery_delay: float
@@ -103,9 +106,6 @@ def read_streams_options(opts: Options) -> StreamsConfig:
             f"{opts.transport} option 'consumer' must be a non-empty string other than "
             f"{RETRY_CONSUMER!r}, got {consumer!r}"
         )
-    if consumer is None:
-        host = socket.gethostname() or "localhost"
-        consumer = f"{host}:{redis.port}" if redis.port else f"{host}:pid{os.getpid()}"
     claim_after = opts.number("claim_after", DEFAULT_CLAIM_AFTER, minimum=0.05)
     return StreamsConfig(
         redis=redis,
@@ -118,6 +118,12 @@ def read_streams_options(opts: Options) -> StreamsConfig:
         batch=opts.integer("batch", DEFAULT_BATCH, minimum=1, maximum=10_000),
         reply_window=opts.number("reply_window", DEFAULT_REPLY_WINDOW, minimum=1.0),
     )
+
+
+def consumer_name(config: StreamsConfig, port: int) -> str:
+    """A member's consumer name: the ``consumer`` option, else ``<host name>:<port>`` for the
+    address port it claimed."""
+    return config.consumer or f"{socket.gethostname() or 'localhost'}:{port}"
 
 
 def stream_key(prefix: str) -> bytes:

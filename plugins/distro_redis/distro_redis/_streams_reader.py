@@ -81,6 +81,7 @@ class StreamReader:
         self._key = config.stream
         group = config.group
         self._group = group.encode() if group is not None else b""
+        assert config.consumer is not None
         self._me = config.consumer.encode()
         self._filter = RouteFilter()
         self._reader: Commander | None = None

@@ -108,6 +108,7 @@ class Settler:
         self._loop = asyncio.get_running_loop()
         self._key = config.stream
         self._group = config.group.encode()
+        assert config.consumer is not None
         self._me = config.consumer.encode()
         self._acks: list[bytes] = []
         self._ack_scheduled = False
