@@ -197,3 +197,63 @@ def kombu_sender(params: dict[str, Any], address: Any, shared: Shared, results: 
         elapsed = time.perf_counter() - t0
         shared.sent.value = n
     results.put(("sender", {"sent": n, "send_elapsed": elapsed, "t0": t0}))
+
+
+# -- FastStream, Redis Streams: a consumer group of two ----------------------------------------
+
+
+def faststream_streams_consumer(params: dict[str, Any], slot: Any, index: int) -> None:
+    """One member: ``StreamSub(stream, group=..., consumer=...)``, as FastStream documents."""
+    from faststream.redis import RedisBroker, StreamSub
+    from streams import GROUP, SlotCounter, until_stopped
+
+    async def main() -> None:
+        broker = RedisBroker(REDIS_URL, logger=None)  # type: ignore[arg-type]  # silence it
+        counter = SlotCounter(slot)
+        hit = counter.hit
+        sub = StreamSub(params["uri"], group=GROUP, consumer=f"fs-{index}")
+
+        @broker.subscriber(stream=sub)  # type: ignore[untyped-decorator]
+        async def on_message(msg: dict[str, Any]) -> None:
+            hit()
+
+        await broker.start()
+        try:
+            slot.ready.value = 1
+            await until_stopped(slot, counter, time.perf_counter() + params["timeout"])
+        finally:
+            await broker.stop()
+
+    asyncio.run(main())
+
+
+def faststream_streams_receiver(params: dict[str, Any], shared: Shared, results: Any) -> None:
+    from streams import run_group
+
+    run_group(faststream_streams_consumer, params, shared, results, keys=(params["uri"],))
+
+
+def faststream_streams_sender(
+    params: dict[str, Any], address: Any, shared: Shared, results: Any
+) -> None:
+    from faststream.redis import RedisBroker
+
+    async def main() -> None:
+        broker = RedisBroker(REDIS_URL, logger=None)  # type: ignore[arg-type]  # silence it
+        await broker.connect()
+        stream = uri = params["uri"]
+        count = params["count"]
+        publish = broker.publish
+        paced = Paced(shared, params)
+        paced.start()
+        n = 0
+        while n < count:
+            await publish(_body(uri, n), stream=stream)
+            n += 1
+            if not n % paced.burst and not await paced.pause(n):
+                break
+        report = paced.finish(n)
+        await broker.stop()
+        results.put(("sender", report))
+
+    asyncio.run(main())

@@ -161,3 +161,75 @@ def client(params: dict[str, Any], address: Any, shared: Shared, results: Any) -
             await conn.aclose()
 
     results.put(("sender", asyncio.run(main())))
+
+
+# -- Redis Streams: a consumer group of two ----------------------------------------------------
+
+
+def streams_consumer(params: dict[str, Any], slot: Any, index: int) -> None:
+    """One member of the raw group: XREADGROUP COUNT 100, orjson per entry, XACK per batch."""
+    import redis.exceptions
+    from streams import GROUP, SlotCounter
+
+    async def main() -> None:
+        conn = _client()
+        stream = params["uri"]
+        try:
+            await conn.xgroup_create(stream, GROUP, id="0", mkstream=True)
+        except redis.exceptions.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        counter = SlotCounter(slot)
+        hit = counter.hit
+        name = f"raw-{index}"
+        slot.ready.value = 1
+        deadline = time.perf_counter() + params["timeout"]
+        while not slot.stop.value and time.perf_counter() < deadline:
+            got = await conn.xreadgroup(GROUP, name, {stream: ">"}, count=100, block=100)
+            if not got:
+                counter.publish()
+                continue
+            ids = []
+            for _, entries in got:
+                for entry_id, fields in entries:
+                    _loads(fields[b"msg"])
+                    hit()
+                    ids.append(entry_id)
+            await conn.xack(stream, GROUP, *ids)
+        counter.publish()
+        await conn.aclose()
+
+    asyncio.run(main())
+
+
+def streams_receiver(params: dict[str, Any], shared: Shared, results: Any) -> None:
+    from streams import run_group
+
+    run_group(streams_consumer, params, shared, results, keys=(params["uri"],))
+
+
+def streams_sender(params: dict[str, Any], address: Any, shared: Shared, results: Any) -> None:
+    """XADD pipelined: one pipeline per burst of 64."""
+
+    async def main() -> None:
+        conn = _client()
+        await conn.ping()
+        stream = uri = params["uri"]
+        count = params["count"]
+        pipe = conn.pipeline(transaction=False)
+        paced = Paced(shared, params)
+        paced.start()
+        n = 0
+        while n < count:
+            pipe.xadd(stream, {"msg": raw_message(uri, n)})
+            n += 1
+            if not n % paced.burst:
+                await pipe.execute()
+                if not await paced.pause(n):
+                    break
+        await pipe.execute()
+        report = paced.finish(n)
+        await conn.aclose()
+        results.put(("sender", report))
+
+    asyncio.run(main())

@@ -212,12 +212,58 @@ def _redis(name: str) -> Table:
     return table
 
 
+def _redis_streams(name: str) -> Table:
+    import streams
+
+    impls = [
+        Impl("distro", oneway=(streams.distro_receiver, streams.distro_sender))
+        if name in distro.transports()
+        else Impl("distro", missing=f"transport {name!r} not available (not installed yet)")
+    ]
+    if _have("redis"):
+        import raw_redis
+
+        impls.append(
+            Impl("raw redis-py", oneway=(raw_redis.streams_receiver, raw_redis.streams_sender))
+        )
+    else:
+        impls.append(Impl("raw redis-py", missing="redis not installed"))
+    if _have("faststream") and _have("redis"):
+        import peers
+
+        impls.append(
+            Impl(
+                "FastStream",
+                oneway=(peers.faststream_streams_receiver, peers.faststream_streams_sender),
+            )
+        )
+    else:
+        impls.append(Impl("FastStream", missing="faststream[redis] not installed"))
+    table = Table(
+        name,
+        f"{name}: a consumer group of {streams.MEMBERS} processes, distro vs redis-py and "
+        f"FastStream on {harness.REDIS_URL}",
+        impls,
+        [("group of 2", {})],
+    )
+    table.remarks.append(
+        "each column: one sender process and a group of two consumer processes on one stream; "
+        "the rate is what the group consumed (and acknowledged). distro: servers with "
+        "group='bench', a client awaiting send per message (XADD MAXLEN ~ 100000, batched per "
+        "loop iteration), handlers settled by XACK per batch; raw redis-py: XADD pipelined by "
+        "64, XREADGROUP COUNT 100, orjson per entry, XACK per batch; FastStream: "
+        "StreamSub(group=...), one awaited publish per message"
+    )
+    return table
+
+
 _TABLES: dict[str, Callable[[str], Table]] = {
     "udp4": _udp,
     "udp6": _udp,
     "tcp": _tcp,
     "zmq": _zmq,
     "redis": _redis,
+    "redis-streams": _redis_streams,
 }
 TRANSPORTS = list(_TABLES)
 

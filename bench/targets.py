@@ -65,6 +65,20 @@ def check(
                 _get(tables, "redis", "distro", "rr:p50"),
                 5.0,
             )
+        if table.name == "redis-streams":
+            group = "oneway:group of 2"
+            ratio_at_least(
+                "redis-streams group of 2: distro/raw redis-py >= 1.0x",
+                _get(tables, table.name, "distro", group),
+                _get(tables, table.name, "raw redis-py", group),
+                1.0,
+            )
+            ratio_at_least(
+                "redis-streams group of 2: distro/FastStream >= 10x",
+                _get(tables, table.name, "distro", group),
+                _get(tables, table.name, "FastStream", group),
+                10.0,
+            )
     if micro:
         for kind in ("static", "param"):
             one, many = micro.get(f"route_{kind}_1"), micro.get(f"route_{kind}_10000")
