@@ -91,7 +91,7 @@ class StreamReader:
         self._closing = False
         self._runner: asyncio.Task[None] | None = None
         self._ticker: asyncio.Task[None] | None = None
-        self._last_id = b"0-0"  # XREAD's position, without a group
+        self._last_id: bytes | None = None  # XREAD's position, without a group
         self._cursor = b"0-0"  # XAUTOCLAIM's
         self._registered: frozenset[bytes] = frozenset()
         self.skipped = 0
@@ -149,8 +149,11 @@ class StreamReader:
         self._control = control = Commander(cconn, ctransport, self._lost)
         if self._group:
             await self._ensure_group(control, timeout)
-        else:
-            # A server without a group reads what is appended from now on.
+        elif self._last_id is None:
+            # A server without a group reads what is appended from its start on (and, after a
+            # reconnection, from where it was: ids grow with Redis's clock, so this holds for
+            # a stream made again after a restart too).
+            self._last_id = b"0-0"
             last = await control.call(
                 pack_command(b"XREVRANGE", self._key, b"+", b"-", b"COUNT", b"1"), timeout
             )
@@ -241,7 +244,7 @@ class StreamReader:
 
     async def _read_loop(self) -> None:
         # A member starts with its own pending entries (history, from id 0), then new ones.
-        start = b"0-0" if self._group else self._last_id
+        start = b"0-0" if self._group else (self._last_id or b"0-0")
         history = bool(self._group)
         pending: asyncio.Future[Reply] | None = None
         try:
