@@ -439,3 +439,44 @@ def test_options_are_checked_when_the_server_or_client_is_made(factory: distro.F
     with pytest.raises(ValueError, match="group"):
         factory.server(group="")
     assert "group=g" in factory.server(group="g").transport.describe()
+
+
+async def test_messages_a_closing_member_did_not_take_go_to_another_member(
+    factory: distro.Factory, options: dict[str, Any]
+) -> None:
+    """Frames behind a busy handler when a member closes are returned, not lost: another
+    member of the group handles them (after redelivery_delay), and none is counted a failure."""
+    release = asyncio.Event()
+    first: list[int] = []
+    other = Recorder()
+    closing = factory.server(
+        options, group="handover", max_concurrency=1, close_timeout=2, redelivery_delay=0.1
+    )
+
+    @closing.post("/job")
+    async def slow(msg: distro.Message) -> None:
+        first.append(msg.payload)
+        await release.wait()
+
+    await closing.start()
+    try:
+        async with factory.client(options) as client:
+            for n in range(20):
+                await client.send(distro.message({"uri": "/job", "verb": "POST"}, n))
+        await wait_until(lambda: len(first) == 1, what="the first job")
+        await asyncio.sleep(0.2)  # the rest read and waiting behind it
+        closed = asyncio.ensure_future(closing.aclose())
+        await asyncio.sleep(0.05)
+        release.set()
+        await asyncio.wait_for(closed, 5)
+    finally:
+        await closing.aclose()
+    taker = factory.server(options, group="handover", redelivery_delay=0.1)
+    taker.post("/job", other)
+    async with taker:
+        await other.wait_for(19)
+        await asyncio.sleep(0.2)
+    print(f"closing member handled {first}, returned {closing.stats.dropped}; the other "
+          f"member handled {len(other.messages)}")  # fmt: skip
+    assert sorted(first + other.payloads) == list(range(20))  # type: ignore[operator]
+    assert closing.stats.handler_errors == 0
