@@ -158,6 +158,10 @@ class Publisher(_Link):
         self.sent = 0
         self.answered = 0
         self.error: str | None = None
+        self.unheard = 0
+        """PUBLISHes nobody watched that Redis answered 0: no subscriber received them."""
+        self.on_unheard: Callable[[int], None] | None = None
+        """Called with how many more PUBLISHes reached no subscriber (one call per read)."""
 
     def publish(self, head: bytes, data: bytes) -> None:
         """Queue ``PUBLISH`` of ``data`` (``head`` from :func:`~._resp.publish_head`); it is
@@ -243,11 +247,23 @@ class Publisher(_Link):
             self._replies(data.split(b"\r\n")[:-1])
         else:
             self.answered += data.count(b"\n")
+            if b":0\r" in data:  # a one-way PUBLISH no subscriber received (rare)
+                self._unheard(data.split(b"\r\n").count(b":0"))
         if self._settlers and self.answered >= self.sent:
             self._settled()
 
+    def _unheard(self, count: int) -> None:
+        if count:
+            self.unheard += count
+            if self.on_unheard is not None:
+                try:
+                    self.on_unheard(count)
+                except Exception:
+                    log.exception("redis transport: an unheard-PUBLISH callback failed")
+
     def _replies(self, lines: list[bytes]) -> None:
         watchers = self._watchers
+        unheard = 0
         for line in lines:
             self.answered += 1
             value: int | str
@@ -274,6 +290,9 @@ class Publisher(_Link):
                 # Nobody waits for this PUBLISH's answer (a one-way send): the next send
                 # reports it.
                 self.error = refused
+            elif value == 0:
+                unheard += 1
+        self._unheard(unheard)
 
 
 class Subscriber(_Link):

@@ -44,6 +44,10 @@ CLAIM_TRIES = 16
 RECONNECT_DELAYS = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
 """Back-off between a server's reconnection attempts; the last repeats until it succeeds."""
 
+UNHEARD_LOG_EVERY = 10.0
+"""Seconds between two log lines about sends that reached no subscriber (per client)."""
+
+
 _CACHE_LIMIT = 4096
 
 
@@ -330,6 +334,9 @@ class RedisConnection(kit.Connection):
         self._heads: dict[tuple[str, str | None], bytes] = {}
         self._reconnecting: asyncio.Task[Publisher] | None = None
         self._closed = False
+        self._unheard_before = 0  # of publishers this connection replaced
+        self._unheard_logged = 0
+        self._unheard_at = -UNHEARD_LOG_EVERY
 
     async def open(self) -> None:
         """Connect (and subscribe to the reply channel, confirmed before this returns).
@@ -365,7 +372,9 @@ class RedisConnection(kit.Connection):
         if "publisher" in links:
             conn, transport = links["publisher"]
             old_pub, self._pub = self._pub, self._publisher(conn, transport, self._link_lost)
+            self._pub.on_unheard = self._unheard
             if old_pub is not None:
+                self._unheard_before += old_pub.unheard
                 await old_pub.aclose()
         assert self._pub is not None
         return self._pub
@@ -436,6 +445,28 @@ class RedisConnection(kit.Connection):
         if len(data) > MAX_BULK:
             raise distro.MessageTooLarge(len(data), MAX_BULK, "redis")
         pub.publish(head, data)
+
+    @property
+    def unheard(self) -> int:
+        """One-way sends (and RECEIVED) that Redis said no subscriber received: lost, since
+        pub/sub keeps nothing. Counted, and logged at most every :data:`UNHEARD_LOG_EVERY`
+        seconds."""
+        return self._unheard_before + (self._pub.unheard if self._pub is not None else 0)
+
+    def _unheard(self, count: int) -> None:
+        now = asyncio.get_running_loop().time()
+        if now - self._unheard_at < UNHEARD_LOG_EVERY:
+            return
+        total = self.unheard
+        log.warning(
+            "redis transport: %d message(s) sent on %s reached no subscriber (lost: pub/sub "
+            "keeps nothing; %d in all on this client)",
+            total - self._unheard_logged,
+            self.config.bus,
+            total,
+        )
+        self._unheard_at = now
+        self._unheard_logged = total
 
     # Where a frame goes: redis-streams (a subclass) appends to a stream instead.
     _publisher: type[Publisher] = Publisher

@@ -507,3 +507,39 @@ async def test_a_redis_that_answers_garbage_is_a_connection_error_not_a_crash() 
     finally:
         fake.close()
         await fake.wait_closed()
+
+
+# -- sends nobody received (issue 10, part 4) --------------------------------------------------
+
+
+class _Replies:
+    """A stand-in for the client: what comes back on a connection."""
+
+    def frame_received(self, data: bytes) -> None:
+        pass
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        pass
+
+    def request_failed(self, request_id: str, failure: Any, detail: str) -> None:
+        pass
+
+
+async def test_a_send_no_server_received_is_counted_and_logged(
+    options: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    factory = distro.create("redis")
+    server = factory.server(options)
+    got = Recorder()
+    server.post("/heard", got)
+    async with server:
+        connection = await factory.transport.from_options(options).connect(_Replies())
+        try:
+            for uri in ("/heard", "/nobody", "/nobody", "/heard"):
+                msg = distro.message({"uri": uri, "verb": "POST"})
+                await connection.send(msg.to_bytes(), msg)
+            await got.wait_for(2)
+            await wait_until(lambda: connection.unheard == 2, what="2 unheard")  # type: ignore[attr-defined]
+        finally:
+            await connection.aclose()
+    assert any("reached no subscriber" in r.getMessage() for r in caplog.records)
