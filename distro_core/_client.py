@@ -134,12 +134,15 @@ class Client:
     async def request(self, msg: Message, timeout: float = 5.0) -> Message:
         """Send ``msg`` as a request and wait for the reply.
 
-        :param timeout: seconds to wait for the reply (a positive, finite number).
+        :param timeout: seconds to wait for the reply (a positive, finite number). The request
+            carries it to the server (the ``replyWithin`` header, in milliseconds), which does
+            not start a request still waiting in its queues past that deadline.
         :returns: the reply; its payload is the handler's return value.
         :raises TypeError, ValueError: ``timeout`` is not a positive finite number.
         :raises RequestTimeout: no reply within ``timeout`` (time spent waiting for a free slot
             under ``max_pending`` counts).
-        :raises RemoteError: the handler raised, or no handler matched.
+        :raises RemoteError: the handler raised, no handler matched, the server was
+            overloaded...: :attr:`RemoteError.code` says which.
         :raises MessageTooLarge, TransportError: as for :meth:`send`.
         """
         conn = self._link()
@@ -151,7 +154,7 @@ class Client:
             raise ValueError(f"timeout must be a positive finite number of seconds, got {timeout}")
         if not self._can_request:
             raise DistroError(f"transport {self.transport.name!r} does not support request/reply")
-        data = _protocol.as_request(msg, conn.reply_to)
+        data = _protocol.as_request(msg, conn.reply_to, timeout)
         self._check_size(data)
         loop = self._loop  # kept from open(): get_running_loop() costs a getpid system call
         if len(self._pending) >= self._max_pending:
@@ -168,6 +171,12 @@ class Client:
                 timer.cancel()
         except _Unanswerable as exc:
             raise exc.error_for(msg) from None
+        except RemoteError as exc:
+            if exc.remote:
+                raise
+            # The server cut its text to fit a small request (no amplification over
+            # datagrams): say what the code means, as far as this side can tell.
+            raise RemoteError(msg.id, _protocol.error_text(exc.code, msg), exc.code) from None
         finally:
             self._pending.pop(msg.id)
             if self._slot_waiters:
@@ -264,11 +273,9 @@ class _Unanswerable(Exception):
 
     def error_for(self, msg: Message) -> DistroError:
         if self.failure is RequestFailure.NO_RECEIVER:
-            verb = msg.headers.get("verb") or "GET"
-            text = f"no handler for {verb} {msg.headers['uri']}: {self.detail}"
-        else:
-            text = f"the request was refused: {self.detail}"
-        return RemoteError(msg.id, text)
+            text = f"{_protocol.no_handler(msg.headers)}: {self.detail}"
+            return RemoteError(msg.id, text, _protocol.NO_HANDLER)
+        return RemoteError(msg.id, f"the request was refused: {self.detail}")
 
 
 def _expire(future: asyncio.Future[Any], msg_id: str, timeout: float) -> None:

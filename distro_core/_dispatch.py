@@ -17,24 +17,58 @@ There are three ways through, chosen by the server:
 * :func:`run_async`: some handler is ``async def``; each is called and awaited in turn.
 
 How a handler failure is logged and counted is the caller's business: each runner takes a
-:data:`Failed` callback, which also gives the failure its text.
+:data:`Failed` callback, which also gives the failure its text. Deadlines are the caller's too:
+the runners that await take a :data:`Bound` callback that wraps each awaitable result (the server
+cancels it past its deadline with :class:`HandlerTimeout`, whose failure gets the error code
+``handler_timeout`` instead of ``handler_error``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from inspect import isawaitable
 from typing import Any
 
 from ._handlers import Entry
 from ._message import Message
+from ._protocol import HANDLER_ERROR, HANDLER_TIMEOUT
 from ._transport import Outcome
 
-__all__ = ["Failed", "Handling", "finish_late", "outcome", "run_async", "run_plain"]
+__all__ = [
+    "Bound",
+    "Failed",
+    "HandlerTimeout",
+    "Handling",
+    "finish_late",
+    "outcome",
+    "run_async",
+    "run_plain",
+]
 
 Failed = Callable[[Entry, Message, Exception], str]
 """Called with each handler that raised, the message and the exception: logs and counts the
 failure and returns its text for an error reply (``"ValueError: ..."``)."""
+
+Bound = Callable[[Entry, Awaitable[Any]], Awaitable[Any]]
+"""Called with a handler and the awaitable it returned; returns what to await instead (the
+awaitable itself when the handler has no deadline)."""
+
+
+class HandlerTimeout(Exception):
+    """An async handler ran past its deadline and was cancelled.
+
+    :ivar name: the handler's name.
+    :ivar timeout: its deadline, in seconds.
+    """
+
+    def __init__(self, name: str, timeout: float) -> None:
+        super().__init__(f"{name} took longer than {timeout:g}s and was cancelled")
+        self.name = name
+        self.timeout = timeout
+
+
+def _code(exc: Exception) -> str:
+    return HANDLER_TIMEOUT if type(exc) is HandlerTimeout else HANDLER_ERROR
 
 
 class Handling:
@@ -43,17 +77,19 @@ class Handling:
 
     :ivar value: the first non-None value a route handler returned, or None.
     :ivar error: the text of the first route handler failure, or None.
+    :ivar code: the error code of that failure (``handler_error``, ``handler_timeout``).
     :ivar failed: whether any handler raised, catch-alls included.
     :ivar late: ``(entry, result, answers)`` for what is left to resolve, in registration
         order: from the first awaitable a plain handler returned on, every result (awaitable
         or not) waits here so that values keep their order.
     """
 
-    __slots__ = ("error", "failed", "late", "value")
+    __slots__ = ("code", "error", "failed", "late", "value")
 
     def __init__(self) -> None:
         self.value: Any = None
         self.error: str | None = None
+        self.code: str | None = None
         self.failed = False
         self.late: list[tuple[Entry, Any, bool]] = []
 
@@ -62,11 +98,12 @@ class Handling:
         if answers and self.value is None:
             self.value = result
 
-    def raised(self, text: str, answers: bool) -> None:
+    def raised(self, text: str, answers: bool, code: str = HANDLER_ERROR) -> None:
         """A handler failed with ``text``; ``answers`` is true for a route handler."""
         self.failed = True
         if answers and self.error is None:
             self.error = text
+            self.code = code
 
 
 def run_plain(
@@ -117,28 +154,36 @@ def run_plain(
     return handling
 
 
-async def finish_late(handling: Handling, msg: Message, failed: Failed) -> Handling:
+async def finish_late(
+    handling: Handling, msg: Message, failed: Failed, bound: Bound | None = None
+) -> Handling:
     """Await the results :func:`run_plain` left in ``handling.late``, in registration order.
 
+    :param bound: see :data:`Bound`; None when no handler has a deadline.
     :returns: ``handling``, complete (``late`` emptied).
     """
     late, handling.late = handling.late, []
     for entry, result, answers in late:
         try:
             if isawaitable(result):
-                result = await result
+                result = await (result if bound is None else bound(entry, result))
         except Exception as exc:
-            handling.raised(failed(entry, msg, exc), answers)
+            handling.raised(failed(entry, msg, exc), answers, _code(exc))
         else:
             handling.returned(result, answers)
     return handling
 
 
 async def run_async(
-    catch_all: Sequence[Entry], handlers: Sequence[Entry], msg: Message, failed: Failed
+    catch_all: Sequence[Entry],
+    handlers: Sequence[Entry],
+    msg: Message,
+    failed: Failed,
+    bound: Bound | None = None,
 ) -> Handling:
     """Call and await every handler of ``msg`` in turn, catch-alls first (some are ``async``).
 
+    :param bound: see :data:`Bound`; None when no handler has a deadline.
     :returns: what they did.
     """
     handling = Handling()
@@ -147,9 +192,9 @@ async def run_async(
             try:
                 result = entry.fn(msg)
                 if isawaitable(result):
-                    result = await result
+                    result = await (result if bound is None else bound(entry, result))
             except Exception as exc:
-                handling.raised(failed(entry, msg, exc), answers)
+                handling.raised(failed(entry, msg, exc), answers, _code(exc))
             else:
                 handling.returned(result, answers)
     return handling

@@ -123,12 +123,18 @@ class RemoteError(DistroError):
 
     :ivar message_id: the id of the request.
     :ivar remote: the error text the server sent.
+    :ivar code: why, as a stable token from the reply's ``code`` header (docs/wire-format.md):
+        ``"no_handler"``, ``"handler_error"``, ``"handler_timeout"``, ``"not_serializable"``,
+        ``"too_large"``, ``"overloaded"`` (the server shed the request at once: try again
+        later, or elsewhere), ``"expired"``; None when the reply carries no code (a server
+        older than codes, or the JavaScript original).
     """
 
-    def __init__(self, message_id: str, remote: str) -> None:
+    def __init__(self, message_id: str, remote: str, code: str | None = None) -> None:
         super().__init__(f"request {message_id} failed remotely: {remote}")
         self.message_id = message_id
         self.remote = remote
+        self.code = code
 
 
 class StateError(DistroError, RuntimeError):

@@ -17,7 +17,13 @@ from ._transport import Transport
 
 __all__ = ["Factory", "create", "transports"]
 
-_SERVER_OPTIONS = ("max_concurrency", "close_timeout", "ack_any_address")
+_SERVER_OPTIONS = (
+    "max_concurrency",
+    "max_queued",
+    "handler_timeout",
+    "close_timeout",
+    "ack_any_address",
+)
 _CLIENT_OPTIONS = ("max_pending",)
 
 
@@ -48,10 +54,10 @@ class Factory:
         """Make a server (not yet started).
 
         Options are the transport's (``address``, ``port`` and so on; a mapping works as well as
-        keywords) plus the server's own: ``max_concurrency``, ``close_timeout`` and
-        ``ack_any_address`` (see :class:`Server`). ``group="name"`` makes the server one
-        member of a group that shares its messages (each handled by one member), on
-        transports whose capabilities say ``groups``.
+        keywords) plus the server's own: ``max_concurrency``, ``max_queued``,
+        ``handler_timeout``, ``close_timeout`` and ``ack_any_address`` (see :class:`Server`).
+        ``group="name"`` makes the server one member of a group that shares its messages (each
+        handled by one member), on transports whose capabilities say ``groups``.
 
         :raises TypeError: an option the transport does not know.
         :raises ValueError: a bad value, or ``group=`` on a transport without groups.

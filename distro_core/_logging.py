@@ -6,7 +6,7 @@ import logging
 import time
 from typing import Any, Protocol
 
-__all__ = ["Logger", "RateLimitedLog", "check_logger", "default_logger"]
+__all__ = ["MAX_KEYS", "Logger", "RateLimitedLog", "check_logger", "default_logger"]
 
 
 class Logger(Protocol):
@@ -36,6 +36,11 @@ def check_logger(logger: object) -> Logger:
     return logger  # type: ignore[return-value]
 
 
+MAX_KEYS = 1024
+"""Keys a :class:`RateLimitedLog` remembers; past it the oldest is forgotten (its next line
+is logged as if it were new), so that keys made from what peers send cannot grow it."""
+
+
 class RateLimitedLog:
     """Logs at most ``burst`` lines per ``interval`` seconds for each key; counts the rest.
 
@@ -56,6 +61,8 @@ class RateLimitedLog:
         state = self._state.get(key)
         if state is None or now - state[0] >= self._interval:
             suppressed = int(state[2]) if state is not None else 0
+            if state is None and len(self._state) >= MAX_KEYS:
+                del self._state[next(iter(self._state))]
             self._state[key] = state = [now, 0, 0]
             if suppressed:
                 msg = f"{msg} (and {suppressed} more like it suppressed)"

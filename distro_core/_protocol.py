@@ -3,16 +3,18 @@ request gets (:func:`answer`) and matching them up. Pure.
 
 On the wire (docs/wire-format.md):
 
-* a request is an ordinary message whose headers carry ``"replyTo"`` (a string);
+* a request is an ordinary message whose headers carry ``"replyTo"`` (a string) and, from
+  distro clients, ``"replyWithin"``: the milliseconds the caller waits for the reply;
 * its reply is ``{"uri": "REPLY", "inReplyTo": <request id>}`` with the handler's return value
   as payload, or, when the handler failed or nothing handled it, the same headers plus
-  ``"error": <text>`` and a null payload;
+  ``"error": <text>`` and ``"code": <one of ERROR_CODES>`` and a null payload;
 * a RECEIVED acknowledgement is ``{"uri": "RECEIVED"}`` with payload ``{"msgId": <id>}``,
   exactly the JavaScript original's form, sent to the ``address``/``port`` the message named.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any, Generic, TypeVar
 
 from ._codec import CodecError, dumps, encode_and_copy
@@ -21,29 +23,87 @@ from ._ids import new_id
 from ._message import Message, message
 
 __all__ = [
+    "ERROR_CODES",
+    "EXPIRED",
+    "HANDLER_ERROR",
+    "HANDLER_TIMEOUT",
+    "NOT_SERIALIZABLE",
+    "NO_HANDLER",
+    "OVERLOADED",
     "RECEIVED",
     "REPLY",
+    "REPLY_WITHIN",
+    "TOO_LARGE",
     "Pending",
     "ack_target",
     "answer",
     "as_request",
     "error_reply",
+    "error_text",
     "no_handler",
     "received",
+    "received_size",
     "reply",
     "reply_outcome",
+    "reply_within",
 ]
 
 REPLY = "REPLY"
 RECEIVED = "RECEIVED"
+REPLY_WITHIN = "replyWithin"
+"""The request header carrying how long the caller waits for the reply, in milliseconds."""
+
+NO_HANDLER = "no_handler"
+"""Error code: no handler matched the request."""
+HANDLER_ERROR = "handler_error"
+"""Error code: a handler raised."""
+HANDLER_TIMEOUT = "handler_timeout"
+"""Error code: an async handler ran past its deadline and was cancelled."""
+NOT_SERIALIZABLE = "not_serializable"
+"""Error code: the handler's return value is not a JSON value."""
+TOO_LARGE = "too_large"
+"""Error code: the reply is larger than the transport carries in one message."""
+OVERLOADED = "overloaded"
+"""Error code: the server could not take the request (its queues were full)."""
+EXPIRED = "expired"
+"""Error code: the request's deadline passed before it started (distro servers do not send it:
+the caller has given up; other implementations may)."""
+ERROR_CODES = frozenset(
+    {NO_HANDLER, HANDLER_ERROR, HANDLER_TIMEOUT, NOT_SERIALIZABLE, TOO_LARGE, OVERLOADED, EXPIRED}
+)
+"""Every error code a reply's ``code`` header may carry (readers keep unknown ones)."""
+
+_TEXTS = {
+    HANDLER_ERROR: "the handler failed",
+    HANDLER_TIMEOUT: "the handler took too long and was cancelled",
+    NOT_SERIALIZABLE: "the handler's return value cannot be sent",
+    TOO_LARGE: "the reply is too large for the transport",
+    OVERLOADED: "the server is overloaded",
+    EXPIRED: "the request's deadline passed before it started",
+}
+
+_ELLIPSIS = "\u2026"
 
 W = TypeVar("W")
 
 
-def as_request(msg: Message, reply_to: str) -> bytes:
-    """Encode ``msg`` as a request: same id, headers plus ``replyTo``."""
+def as_request(msg: Message, reply_to: str, timeout: float | None = None) -> bytes:
+    """Encode ``msg`` as a request: same id, headers plus ``replyTo`` and, given ``timeout``
+    (seconds), ``replyWithin`` (whole milliseconds, rounded up)."""
     headers = {**msg.headers, "replyTo": reply_to}
+    if timeout is not None:
+        headers[REPLY_WITHIN] = max(1, math.ceil(timeout * 1000))
     return dumps({"id": msg.id, "headers": headers, "payload": msg.payload})
+
+
+def reply_within(headers: dict[str, Any]) -> float | None:
+    """How long the caller of a request waits for its reply, in seconds, from its
+    ``replyWithin`` header; None when it has none or it is not a positive finite number (the
+    header is advisory: a bad one is ignored)."""
+    within = headers.get(REPLY_WITHIN)
+    if isinstance(within, (int, float)) and type(within) is not bool and 0 < within < math.inf:
+        return within / 1000
+    return None
 
 
 def reply(request: Message, payload: Any) -> bytes:
@@ -55,21 +115,71 @@ def reply(request: Message, payload: Any) -> bytes:
         data, copy = encode_and_copy(
             {"id": new_id(), "headers": {"uri": REPLY, "inReplyTo": request.id}, "payload": payload}
         )
-    except CodecError:
-        copy = None
-    if copy is None or copy["payload"] != payload:
+        same = copy is not None and copy["payload"] == payload
+    except (CodecError, RecursionError):
+        same = False
+    if not same:
         # Not a JSON value: let message() say precisely what and where.
         message({"uri": REPLY}, payload)
         raise MessageError("the reply payload does not survive a JSON round trip")
     return data
 
 
-def error_reply(request: Message, text: str) -> bytes:
-    """Encode an error reply to ``request``: the client raises RemoteError with ``text``."""
+def error_reply(
+    request: Message, text: str, code: str | None = None, limit: int | None = None
+) -> bytes | None:
+    """Encode an error reply to ``request``: the client raises RemoteError with ``text`` and
+    ``code``.
+
+    :param code: one of :data:`ERROR_CODES`, or None for no ``code`` header.
+    :param limit: the most bytes the reply may take. A reply over it is sent without its
+        (null) payload member and with its text cut to fit, marked with a trailing ``…`` (or
+        emptied: a client then says what the code means).
+    :returns: the reply, or None when even an empty text does not fit within ``limit``.
+    """
     # Exception texts may hold lone surrogates (from surrogateescape), which UTF-8 cannot carry.
     text = str(text).encode("utf-8", "backslashreplace").decode("utf-8")
     headers = {"uri": REPLY, "inReplyTo": request.id, "error": text}
-    return dumps({"id": new_id(), "headers": headers, "payload": None})
+    if code is not None:
+        headers["code"] = code
+    reply_id = new_id()
+    data = dumps({"id": reply_id, "headers": headers, "payload": None})
+    if limit is None or len(data) <= limit:
+        return data
+    headers["error"] = ""
+    room = limit - len(dumps({"id": reply_id, "headers": headers}))
+    if room < 0:
+        return None
+    # A client says "no handler for VERB uri" itself (it knows the request); a few letters
+    # of any text say nothing.
+    if code != NO_HANDLER and room >= _SHORTEST:
+        headers["error"] = _cut(text, room)
+    return dumps({"id": reply_id, "headers": headers})
+
+
+_SHORTEST = 16
+"""The fewest bytes of a cut error text worth sending."""
+
+
+def _cut(text: str, room: int) -> str:
+    """``text`` cut (and marked with an ellipsis) so that it takes at most ``room`` bytes as
+    a JSON string's contents; ``""`` when not even the mark fits."""
+    keep = min(len(text), room)
+    while keep > 0:
+        cut = text[:keep] + _ELLIPSIS
+        over = len(dumps(cut)) - 2 - room
+        if over <= 0:
+            return cut
+        keep -= over  # each character takes at least one byte: this converges fast
+    return ""
+
+
+def error_text(code: str | None, request: Message) -> str:
+    """What an error reply with an empty text (cut to fit a small request) means: the text a
+    server would have sent for ``code``, as far as the requester can tell."""
+    if code == NO_HANDLER:
+        return no_handler(request.headers)
+    return _TEXTS.get(code or "", "the server sent no error text") + f" (code {code})"
 
 
 def no_handler(headers: dict[str, Any]) -> str:
@@ -84,7 +194,9 @@ def answer(
     routed: bool,
     limit: int | None,
     transport_name: str,
-) -> bytes:
+    code: str | None = None,
+    error_limit: int | None = None,
+) -> bytes | None:
     """Decide and encode what a server sends back to ``request``: the reply carrying
     ``value``, or an error reply saying why not.
 
@@ -96,28 +208,45 @@ def answer(
     :param routed: whether a route matched the request.
     :param limit: the transport's ``max_message_size``, or None.
     :param transport_name: the transport's name, for the too-large text.
-    :returns: the reply or error-reply frame.
+    :param code: the error code of ``error`` (``handler_error`` when not given).
+    :param error_limit: the most bytes an *error* reply may take (the request's size over a
+        transport whose source addresses can be forged: no amplification), or None.
+    :returns: the reply or error-reply frame; None when an error reply cannot fit within
+        ``error_limit``.
     """
     if error is None and not routed:
-        error = no_handler(request.headers)
+        error, code = no_handler(request.headers), NO_HANDLER
     if error is None:
         try:
             data = reply(request, value)
         except MessageError as exc:
-            error = f"the handler's return value cannot be sent: {exc}"
+            error, code = f"the handler's return value cannot be sent: {exc}", NOT_SERIALIZABLE
         else:
             if limit is None or len(data) <= limit:
                 return data
-            error = (
-                f"the reply is {len(data)} bytes encoded; "
-                f"{transport_name} carries at most {limit} bytes in one message"
+            error, code = (
+                (
+                    f"the reply is {len(data)} bytes encoded; "
+                    f"{transport_name} carries at most {limit} bytes in one message"
+                ),
+                TOO_LARGE,
             )
-    return error_reply(request, error)
+    if error_limit is not None:
+        limit = error_limit if limit is None else min(limit, error_limit)
+    return error_reply(request, error, code or HANDLER_ERROR, limit)
 
 
 def received(msg_id: str) -> Message:
     """The RECEIVED acknowledgement for the message ``msg_id``."""
     return message({"uri": RECEIVED}, {"msgId": msg_id})
+
+
+_RECEIVED_FRAME = len(received("").to_bytes()) - len(dumps(""))
+
+
+def received_size(msg_id: str) -> int:
+    """The encoded size of :func:`received` for ``msg_id``, without building it."""
+    return _RECEIVED_FRAME + len(dumps(msg_id))
 
 
 def ack_target(msg: Message) -> tuple[str, int] | None:
@@ -138,7 +267,11 @@ def reply_outcome(msg: Message) -> tuple[str, Any, RemoteError | None] | None:
         raise MessageError(f"reply {msg.id} has no string 'inReplyTo'")
     error = headers.get("error")
     if error is not None:
-        return request_id, None, RemoteError(request_id, str(error))
+        code = headers.get("code")
+        # A peer may send anything here: only text is shown (str() of a deeply nested list
+        # would recurse without bound).
+        text = error if type(error) is str else "(the server's error is not text)"
+        return request_id, None, RemoteError(request_id, text, code if type(code) is str else None)
     return request_id, msg.payload, None
 
 

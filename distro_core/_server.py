@@ -2,9 +2,10 @@
 
 Parsing, routing, running handlers and deciding the reply are pure code in other modules
 (``_message``, ``_routing``, ``_dispatch``, ``_protocol``); registering handlers is
-``_handlers.HandlerTable``'s, counting ``_stats``'. This one is the I/O shell: it starts handlers
-in arrival order, applies back-pressure, runs tasks, sends replies and acknowledgements, settles
-frames with peers that ask for it (:meth:`Peer.settle`) and closes gracefully.
+``_handlers.HandlerTable``'s, counting ``_stats``'. Who gets a handler slot, what waits and what is
+shed is ``_scheduler``'s. This one is the I/O shell: it hands messages to the scheduler, runs
+tasks, applies back-pressure, sends replies and acknowledgements, settles frames with peers that
+ask for it (:meth:`Peer.settle`) and closes gracefully.
 """
 
 from __future__ import annotations
@@ -12,30 +13,29 @@ from __future__ import annotations
 import asyncio
 import enum
 import functools
-import signal
-from collections import deque
-from collections.abc import Coroutine, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Coroutine
+from typing import Any
 
 from . import _protocol
-from ._acks import Acknowledger
-from ._dispatch import Handling, finish_late, outcome, run_async, run_plain
+from ._dispatch import Bound, Handling, finish_late, outcome, run_async, run_plain
 from ._exceptions import MessageError, StateError, TransportError
 from ._handlers import Entry as _Entry
-from ._handlers import Handler, HandlerTable
+from ._handlers import Handler, HandlerTable, check_timeout
+from ._lifecycle import Lifecycle
 from ._logging import Logger
 from ._message import Message, new_message, parse_parts
+from ._replies import Replies
 from ._routing import Route
+from ._scheduler import EXPIRED, STARTED, Scheduler, bounded
 from ._stats import ServerLog, ServerStats
 from ._transport import Listener, Outcome, Peer, Transport
-
-if TYPE_CHECKING:
-    from types import TracebackType
 
 __all__ = ["Handler", "Server", "ServerStats"]
 
 _Route = Route[_Entry] | None
 _Handlers = tuple[_Entry, ...]
+_Job = tuple[Message, _Route, _Handlers, Peer, bytes]
+"""A message waiting for its turn: ``(msg, route, handlers, peer, frame)``."""
 
 
 class _State(enum.Enum):
@@ -49,7 +49,7 @@ class _State(enum.Enum):
 _OPEN = _State.OPEN
 
 
-class Server(HandlerTable):
+class Server(HandlerTable, Lifecycle):
     """A service endpoint: handlers registered by verb and uri, served over one transport.
 
     Make one with ``factory.server(...)``. Register handlers with :meth:`receive` (every
@@ -60,8 +60,16 @@ class Server(HandlerTable):
 
     :param transport: the transport instance, made from the user's server options.
     :param logger: where handler failures and dropped input are logged.
-    :param max_concurrency: how many async handler calls may run at once; past it the server
-        stops reading from the transport until some finish.
+    :param max_concurrency: how many async handler calls may run at once, shared between
+        peers (``_scheduler``: one peer cannot take the last eighth); when all are taken the
+        server stops reading from the transport until some finish.
+    :param max_queued: how many messages may wait for a slot (``4 * max_concurrency`` by
+        default; a quarter of them per peer); past it a request is answered ``overloaded`` at
+        once and a one-way message dropped, both counted ``overload``.
+    :param handler_timeout: seconds an async handler may run before it is cancelled, counted
+        ``handler_timeouts`` (a request gets an error reply with the code ``handler_timeout``);
+        None (the default) for no limit. A route's ``timeout=`` wins. Plain handlers run
+        inline and cannot be interrupted.
     :param close_timeout: how long :meth:`aclose` waits for handlers in flight.
     :param ack_any_address: send RECEIVED to any ``address``/``port`` a header names; by
         default only to the sender's own source address (see docs/security.md).
@@ -73,41 +81,48 @@ class Server(HandlerTable):
         *,
         logger: Logger,
         max_concurrency: int = 256,
+        max_queued: int | None = None,
+        handler_timeout: float | None = None,
         close_timeout: float = 5.0,
         ack_any_address: bool = False,
     ) -> None:
-        if type(max_concurrency) is not int or max_concurrency < 1:
-            raise ValueError(f"max_concurrency must be a positive integer, got {max_concurrency!r}")
+        self._sched: Scheduler[_Job] = Scheduler(max_concurrency, max_queued)  # checks them
         if not close_timeout >= 0:
             raise ValueError(f"close_timeout must be >= 0, got {close_timeout!r}")
+        self._handler_timeout = check_timeout(handler_timeout, "handler_timeout")
         super().__init__()
         self.transport = transport
         self._max_concurrency = max_concurrency
-        self._max_backlog = max_concurrency * 4
         self._close_timeout = close_timeout
         self._state = _State.UNOPENED
         self._listener: Listener | None = None
         self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]  # set by start()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._in_flight = 0
         self._unstarted = 0
         self._paused = False
-        self._backlog: deque[tuple[bytes, Peer]] = deque()
-        # Acknowledgements run apart from handlers: they never take a max_concurrency slot.
-        self._acks = Acknowledger(transport, any_address=ack_any_address, report=self._acknowledged)
-        self._can_reply = transport.capabilities.request_reply
-        self._can_ack = transport.capabilities.acknowledgements
+        self._waiting = self._sched.waiting  # read per plain message: one attribute, no call
+        caps = transport.capabilities
+        self._can_reply = caps.request_reply
+        self._can_ack = caps.acknowledgements
         # Over pub/sub another server may handle what this one has no route for: it must not
         # answer such a request with "no handler" (the transport reports requests nobody gets).
-        self._answers_unrouted = not transport.capabilities.fan_out
-        self._limit = transport.capabilities.max_message_size
+        self._answers_unrouted = not caps.fan_out
+        self._limit = caps.max_message_size
+        self._spoofable = not caps.reliable  # datagrams: see _replies (no amplification)
         self.stats = ServerStats()
         """Counters of what this server has received, handled and dropped."""
         self._log = ServerLog(self.stats, logger)
+        self._replies = Replies(transport, self.stats, self._log, ack_any_address)
+        self._acks = self._replies.acks
         # One bound method for every dispatch, not one made per message.
         self._failed = self._log.handler_failed
+        self._bound: Bound | None = None
+        self._routes_changed()
 
     def _routes_changed(self) -> None:
+        # Awaits are wrapped in a deadline only when some handler can have one.
+        timed = self._handler_timeout is not None or self._timed
+        self._bound = bounded(self._handler_timeout) if timed else None
         if self._listener is not None:
             self._listener.routes_changed()
 
@@ -154,9 +169,8 @@ class Server(HandlerTable):
         listener = self._listener
         assert listener is not None
         listener.pause_reading()
-        backlog, self._backlog = self._backlog, deque()
-        for _, peer in backlog:
-            self._refuse(peer, "closing", "server closed before the frame's turn came")
+        for job in self._sched.drain():
+            self._refuse(job[3], "closing", "server closed before the message's turn came")
         if self._tasks:
             _, pending = await asyncio.wait(set(self._tasks), timeout=self._close_timeout)
             for task in pending:
@@ -168,65 +182,18 @@ class Server(HandlerTable):
         await listener.aclose()
         self._state = _State.CLOSED
 
-    async def __aenter__(self) -> Server:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    def run(self) -> None:
-        """Serve until SIGINT or SIGTERM, then close gracefully. Blocks; for scripts.
-
-        :raises StateError: called from inside a running event loop (use ``async with``).
-        """
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            pass
-        else:
-            raise StateError("server.run() blocks; inside a running loop use 'async with server'")
-        asyncio.run(self.serve_until_signalled())
-
-    async def serve_until_signalled(
-        self, signals: Sequence[int] = (signal.SIGINT, signal.SIGTERM)
-    ) -> None:
-        """Start, serve until one of ``signals`` arrives (or the server is closed), then close."""
-        loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
-        installed = []
-        for signum in signals:
-            try:
-                loop.add_signal_handler(signum, stop.set)
-                installed.append(signum)
-            except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
-                pass
-        try:
-            async with self:
-                await stop.wait()
-        finally:
-            for signum in installed:
-                loop.remove_signal_handler(signum)
-
     # -- the Receiver protocol (called by the transport) ----------------------------------
 
     def frame_received(self, data: bytes, peer: Peer) -> None:
         """Take one frame from the transport (see :class:`distro_core.Receiver`)."""
         self.stats.received += 1
-        if self._paused or self._state is not _OPEN:
-            if self._state is not _OPEN:
-                self._refuse(peer, "closing", "server is closing")
-            elif len(self._backlog) >= self._max_backlog:
-                self._refuse(peer, "overload", f"backlog of {len(self._backlog)} frames is full")
-            else:
-                self._backlog.append((data, peer))
+        if self._state is not _OPEN:
+            self._refuse(peer, "closing", "server is closing")
             return
-        self._dispatch(data, peer)
+        try:
+            self._dispatch(data, peer)
+        except Exception as exc:  # the server's own bug: never the transport's problem
+            self._log.internal_error(exc)
 
     def frame_dropped(self, reason: str, detail: str) -> None:
         """Count and log a frame the transport dropped (see :class:`distro_core.Receiver`)."""
@@ -248,47 +215,71 @@ class Server(HandlerTable):
         else:
             handlers = route.handlers
             any_async = self._catch_all_async or route.meta is True
-        # Handlers start in arrival order: while an earlier message's async dispatch has not
-        # started yet, a plain dispatch waits its turn in the loop's FIFO instead of running now.
         if any_async:
-            self._unstarted += 1
-            self._spawn(self._run_async(msg, route, handlers, peer), peer)
+            if self._sched.start(peer):
+                self._start(msg, route, handlers, peer, data)
+            else:
+                self._hold((msg, route, handlers, peer, data), True)
+        # A peer's handlers start in arrival order: behind its messages waiting for a slot, or
+        # while an async dispatch has not started yet, a plain one waits its turn.
+        elif self._waiting and peer in self._waiting:
+            self._hold((msg, route, handlers, peer, data), False)
         elif self._unstarted:
             self._unstarted += 1
-            self._loop.call_soon(self._run_deferred, msg, route, handlers, peer)
+            self._loop.call_soon(self._run_deferred, msg, route, handlers, peer, data)
         else:
             done = run_plain(self._router.catch_all, handlers, msg, self._failed)
-            self._finish(msg, route, peer, done)
+            self._finish(msg, route, peer, done, data)
 
-    def _run_deferred(self, msg: Message, route: _Route, handlers: _Handlers, peer: Peer) -> None:
-        self._unstarted -= 1
-        done = run_plain(self._router.catch_all, handlers, msg, self._failed)
-        self._finish(msg, route, peer, done)
-
-    async def _run_async(
-        self, msg: Message, route: _Route, handlers: _Handlers, peer: Peer
+    def _run_deferred(
+        self, msg: Message, route: _Route, handlers: _Handlers, peer: Peer, data: bytes
     ) -> None:
         self._unstarted -= 1
-        done = await run_async(self._router.catch_all, handlers, msg, self._failed)
-        self._finish(msg, route, peer, done)
+        done = run_plain(self._router.catch_all, handlers, msg, self._failed)
+        self._finish(msg, route, peer, done, data)
 
-    async def _finish_late(self, msg: Message, route: _Route, peer: Peer, late: Handling) -> None:
-        self._finish(msg, route, peer, await finish_late(late, msg, self._failed))
+    def _start(
+        self, msg: Message, route: _Route, handlers: _Handlers, peer: Peer, data: bytes
+    ) -> None:
+        """Run an async dispatch in a task; the scheduler gave it a slot."""
+        self._unstarted += 1
+        self._spawn(self._run_async(msg, route, handlers, peer, data), peer)
 
-    def _finish(self, msg: Message, route: _Route, peer: Peer, done: Any) -> None:
+    async def _run_async(
+        self, msg: Message, route: _Route, handlers: _Handlers, peer: Peer, data: bytes
+    ) -> None:
+        self._unstarted -= 1
+        try:
+            done = await run_async(self._router.catch_all, handlers, msg, self._failed, self._bound)
+        finally:
+            self._sched.finished(peer)
+        self._finish(msg, route, peer, done, data)
+
+    async def _finish_late(
+        self, msg: Message, route: _Route, peer: Peer, late: Handling, data: bytes
+    ) -> None:
+        try:
+            done = await finish_late(late, msg, self._failed, self._bound)
+        finally:
+            self._sched.finished(peer)
+        self._finish(msg, route, peer, done, data)
+
+    def _finish(self, msg: Message, route: _Route, peer: Peer, done: Any, data: bytes) -> None:
         """Count, answer, acknowledge and settle a message once its handlers have returned.
 
         :param done: what :func:`run_plain` returned (the value that answers, or a
             :class:`Handling`) or a :class:`Handling`; results still to await are awaited
-            in a task first.
+            in a task first (which takes a slot, whatever the scheduler's rules).
+        :param data: the frame the message came in (its size bounds unasked replies).
         """
         if type(done) is Handling:
             if done.late:
-                self._spawn(self._finish_late(msg, route, peer, done), peer)
+                self._sched.force(peer)
+                self._spawn(self._finish_late(msg, route, peer, done, data), peer)
                 return
-            value, error, failed = done.value, done.error, done.failed
+            value, error, failed, code = done.value, done.error, done.failed, done.code
         else:  # the common case: every handler returned a plain value and none failed
-            value, error, failed = done, None, False
+            value, error, failed, code = done, None, False, None
         headers = msg.headers
         if route is None and not self._router.catch_all:
             handled = False
@@ -302,64 +293,89 @@ class Server(HandlerTable):
             and self._can_reply
             and (route is not None or self._answers_unrouted)
         ):
-            routed = route is not None
-            data = _protocol.answer(msg, value, error, routed, self._limit, self.transport.name)
-            try:
-                peer.send(data, str(reply_to))
-            except TransportError as exc:
-                self._log.dropped("reply_failed", f"reply to {msg.id}: {exc}")
+            limit = len(data) if self._spoofable else None  # see _replies: no amplification
+            name = self.transport.name
+            reply = _protocol.answer(
+                msg, value, error, route is not None, self._limit, name, code, limit
+            )
+            if reply is not None and type(reply_to) is str:
+                try:
+                    peer.send(reply, reply_to)
+                except TransportError as exc:
+                    self._replies.failed(msg, exc)
+                else:
+                    self.stats.replies_sent += 1
             else:
-                self.stats.replies_sent += 1
+                self._replies.send(msg, peer, reply)  # counts why it is not sent
         if self._can_ack and "port" in headers:
-            target = _protocol.ack_target(msg)
-            if target is not None:
-                failure = self._acks.submit(msg, target, peer)
-                if failure is not None:
-                    self._log.dropped(*failure)
+            self._replies.acknowledge(msg, peer, data)
         if peer.settles:
             detail = (error or "a catch-all handler failed") if failed else None
             peer.settle(outcome(handled, failed), detail if handled else "no_route")
 
-    def _acknowledged(self, failure: tuple[str, str] | None) -> None:
-        if failure is None:
-            self.stats.acks_sent += 1
-        else:
-            self._log.dropped(*failure)
+    # -- scheduling -----------------------------------------------------------------------
+
+    def _hold(self, job: _Job, needs_slot: bool) -> None:
+        """Queue a message that cannot start now behind its peer's, or shed it."""
+        msg, _, _, peer, data = job
+        within = _protocol.reply_within(msg.headers)  # the caller's deadline, if it says
+        deadline = None if within is None else self._loop.time() + within
+        if self._sched.enqueue(peer, job, len(data), deadline, needs_slot):
+            return
+        waits = f"{self._sched.queued} messages wait, {len(self._waiting.get(peer, ()))} its own"
+        self._refuse(peer, "overload", f"message {msg.id} from {peer.host}: {waits}")
+        if "replyTo" in msg.headers and self._can_reply:
+            self._replies.overloaded(msg, peer, data)
+
+    def _advance(self) -> None:
+        """A slot freed: start the queued messages whose turn it is; resume reading if the
+        server paused with every slot taken."""
+        sched = self._sched
+        if sched.queued:
+            now = self._loop.time()
+            while (taken := sched.take(now)) is not None:
+                job, how = taken
+                if how == STARTED:
+                    self._start(*job)
+                elif how == EXPIRED:
+                    # No reply: the caller's deadline passed, it has stopped waiting.
+                    self._refuse(job[3], "expired", f"message {job[0].id}: its caller gave up")
+                else:
+                    self._unstarted += 1
+                    self._loop.call_soon(self._run_deferred, *job)
+        if self._paused and sched.running < self._max_concurrency:
+            self._paused = False
+            if self._listener is not None:
+                self._listener.resume_reading()
 
     # -- bookkeeping ----------------------------------------------------------------------
 
-    def _spawn(self, coro: Coroutine[Any, Any, None], peer: Peer | None = None) -> None:
-        """Run ``coro`` as a task; with ``peer``, it is the handling of the frame ``peer``
-        came with, which :meth:`_finish` settles unless the task ends early."""
+    def _spawn(self, coro: Coroutine[Any, Any, None], peer: Peer) -> None:
+        """Run ``coro``, the handling of the frame ``peer`` came with, as a task; it holds a
+        slot, and :meth:`_finish` settles the frame unless the task ends early."""
         # The loop is kept from start(): asyncio.get_running_loop() makes a getpid system call.
         task: asyncio.Task[None] = self._loop.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
-        if peer is not None and peer.settles:
+        if peer.settles:
             task.add_done_callback(functools.partial(_settle_unfinished, peer))
-        self._in_flight += 1
-        if self._in_flight >= self._max_concurrency and not self._paused:
+        if self._sched.running >= self._max_concurrency and not self._paused:
             self._paused = True
             if self._listener is not None:
                 self._listener.pause_reading()
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
-        self._in_flight -= 1
-        if not task.cancelled() and task.exception() is not None:
+        if task.cancelled():  # by aclose's time-out: its message never finished
+            self.stats.cancelled += 1
+        elif task.exception() is not None:
             self._log.internal_error(task.exception())
-        if self._paused and self._in_flight < self._max_concurrency:
-            while self._backlog and self._in_flight < self._max_concurrency:
-                data, peer = self._backlog.popleft()
-                self._dispatch(data, peer)
-            if self._in_flight < self._max_concurrency and self._state is _State.OPEN:
-                self._paused = False
-                if self._listener is not None:
-                    self._listener.resume_reading()
+        if self._state is _OPEN and (self._paused or self._sched.queued):
+            self._advance()
 
     def _refuse(self, peer: Peer, reason: str, detail: str) -> None:
-        """Drop a frame before any handler ran: count and log it, and settle it: returned when
-        this server could not take it (another member may), else dropped."""
+        """Drop a message before any handler ran: count and log it, and settle it: returned
+        when this server could not take it (another member may), else dropped."""
         self._log.dropped(reason, detail)
         if peer.settles:
             peer.settle(Outcome.RETURNED if reason in _NOT_TAKEN else Outcome.DROPPED, reason)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import attrs
 
+from ._dispatch import HandlerTimeout
 from ._logging import Logger, RateLimitedLog
 
 if TYPE_CHECKING:
@@ -24,10 +25,19 @@ class ServerStats:
 
     :ivar received: frames taken from the transport.
     :ivar handled: messages dispatched to at least one handler and finished.
-    :ivar dropped: frames or messages dropped, by reason (``invalid``, ``no_route``,
-        ``overload``, ``closing``, ``too_large``, ``truncated``, ``ack_refused``,
-        ``ack_failed``, ...).
+    :ivar dropped: frames, messages, replies and acknowledgements dropped, by reason. Frames
+        and messages: ``invalid``, ``no_route``, ``overload`` (shed: the server's queues were
+        full; a request is answered ``overloaded``), ``expired`` (a queued request whose
+        caller's deadline passed), ``closing``, ``internal`` (the server's own error), and the
+        transports' (``too_large``, ``truncated``...). Replies and acknowledgements not sent:
+        ``reply_failed``, ``invalid_reply_to`` (a request whose ``replyTo`` is not text),
+        ``amplification`` (an error reply or RECEIVED that would have been larger than the
+        datagram that asked for it), ``ack_refused``, ``ack_failed``, ``ack_timeout``,
+        ``ack_overload``.
     :ivar handler_errors: handler calls that raised.
+    :ivar handler_timeouts: async handler calls cancelled at their deadline.
+    :ivar cancelled: handler runs cancelled when ``aclose`` gave up waiting for them: their
+        messages were neither handled nor dropped.
     :ivar replies_sent: replies (and error replies) sent to requests.
     :ivar acks_sent: RECEIVED acknowledgements sent.
     """
@@ -36,6 +46,8 @@ class ServerStats:
     handled: int = 0
     dropped: dict[str, int] = attrs.field(factory=dict)
     handler_errors: int = 0
+    handler_timeouts: int = 0
+    cancelled: int = 0
     replies_sent: int = 0
     acks_sent: int = 0
 
@@ -47,8 +59,12 @@ class ServerStats:
 
 class ServerLog:
     """What goes wrong for a server, counted in its :class:`ServerStats` and logged: dropped
-    frames (rate-limited: a flood of bad frames must not flood the log too), failed handlers,
-    handlers cancelled at close and the server's own errors.
+    frames, failed handlers, handlers cancelled at close and the server's own errors.
+
+    Every line a peer can cause per frame is rate-limited (:class:`RateLimitedLog`: a few
+    lines per reason, or per handler and exception type, every ten seconds, then a count of
+    those suppressed), so a flood of bad frames or of requests that make a handler fail cannot
+    flood the log too; each one is still counted.
 
     :param stats: the server's counters.
     :param logger: the server's logger.
@@ -68,21 +84,35 @@ class ServerLog:
         self._quiet.log(reason, logging.WARNING, "distro: dropped (%s): %s", reason, detail)
 
     def handler_failed(self, entry: Entry, msg: Message, exc: Exception) -> str:
-        """Count and log a handler that raised ``exc`` on ``msg``, with its traceback.
+        """Count and log (rate-limited, per handler and exception type) a handler that raised
+        ``exc`` on ``msg``, with its traceback; or one cancelled at its deadline.
 
         :returns: the failure's text for an error reply: ``"ValueError: ..."``.
         """
+        kind = type(exc)
+        where = (entry.name, msg.id, msg.headers.get("verb") or "GET", msg.headers["uri"])
+        if kind is HandlerTimeout:
+            self._stats.handler_timeouts += 1
+            self._quiet.log(
+                f"timeout {entry.name}",
+                logging.WARNING,
+                "distro: handler %s timed out on message %s (%s %s): %s",
+                *where,
+                exc,
+            )
+            return str(exc)
         self._stats.handler_errors += 1
-        self._logger.log(
+        self._quiet.log(
+            f"handler {entry.name} {kind.__qualname__}",
             logging.ERROR,
             "distro: handler %s failed on message %s (%s %s): %s",
-            entry.name,
-            msg.id,
-            msg.headers.get("verb") or "GET",
-            msg.headers["uri"],
-            "".join(traceback.format_exception(exc)).rstrip(),
+            *where,
+            _Traceback(exc),
         )
-        return f"{type(exc).__name__}: {exc}"
+        try:
+            return f"{kind.__name__}: {exc}"
+        except Exception:  # an exception whose __str__ raises must not escape the server
+            return f"{kind.__name__} (its text cannot be shown)"
 
     def cancelled(self, server: str, count: int, timeout: float) -> None:
         """Log that closing ``server`` cancelled ``count`` handlers still running after
@@ -96,5 +126,27 @@ class ServerLog:
         )
 
     def internal_error(self, exc: BaseException | None) -> None:
-        """Log an error of the server's own, raised outside any handler."""
-        self._logger.log(logging.ERROR, "distro: internal error while handling: %r", exc)
+        """Count (``dropped["internal"]``) and log (rate-limited) an error of the server's
+        own, raised outside any handler."""
+        dropped = self._stats.dropped
+        dropped["internal"] = dropped.get("internal", 0) + 1
+        self._quiet.log(
+            "internal", logging.ERROR, "distro: internal error while handling: %s", _Traceback(exc)
+        )
+
+
+class _Traceback:
+    """An exception's traceback, formatted only if the line is logged."""
+
+    __slots__ = ("_exc",)
+
+    def __init__(self, exc: BaseException | None) -> None:
+        self._exc = exc
+
+    def __str__(self) -> str:
+        if self._exc is None:
+            return "None"
+        try:
+            return "".join(traceback.format_exception(self._exc)).rstrip()
+        except Exception:
+            return f"{type(self._exc).__name__} (its traceback cannot be shown)"

@@ -242,9 +242,14 @@ REQUEST = distro.message({"uri": "/customer/7", "verb": "PUT", "replyTo": "r"})
 
 
 def answer(
-    value: Any, error: str | None = None, routed: bool = True, limit: int | None = None
+    value: Any,
+    error: str | None = None,
+    routed: bool = True,
+    limit: int | None = None,
+    code: str | None = None,
 ) -> distro.Message:
-    data = _protocol.answer(REQUEST, value, error, routed, limit, "pigeon")
+    data = _protocol.answer(REQUEST, value, error, routed, limit, "pigeon", code)
+    assert data is not None
     reply = distro.parse(data)
     assert reply.headers["uri"] == "REPLY" and reply.headers["inReplyTo"] == REQUEST.id
     return reply
@@ -264,7 +269,7 @@ def test_answer_without_a_route_says_no_handler() -> None:
     assert answer(None, routed=False).headers["error"] == "no handler for PUT /customer/7"
     get = distro.message({"uri": "/x", "replyTo": "r"})
     data = _protocol.answer(get, None, None, False, None, "pigeon")
-    assert distro.parse(data).headers["error"] == "no handler for GET /x"
+    assert data is not None and distro.parse(data).headers["error"] == "no handler for GET /x"
 
 
 def test_answer_with_a_value_that_is_not_json_says_so() -> None:
@@ -273,13 +278,54 @@ def test_answer_with_a_value_that_is_not_json_says_so() -> None:
 
 
 def test_answer_too_large_for_the_transport_says_how_large() -> None:
-    fits = _protocol.reply(REQUEST, "x" * 100)  # each reply has a fresh id of the same length
-    assert answer("x" * 100, limit=len(fits)).payload == "x" * 100
-    error = answer("x" * 100, limit=len(fits) - 1).headers["error"]
-    assert error == (
+    fits = _protocol.reply(REQUEST, "x" * 300)  # each reply has a fresh id of the same length
+    assert answer("x" * 300, limit=len(fits)).payload == "x" * 300
+    reply = answer("x" * 300, limit=len(fits) - 1)
+    assert reply.headers["error"] == (
         f"the reply is {len(fits)} bytes encoded; pigeon carries at most {len(fits) - 1} "
         "bytes in one message"
     )
+    assert reply.headers["code"] == "too_large"
+
+
+def test_answer_codes_say_why() -> None:
+    assert answer(None, "ValueError: boom").headers["code"] == "handler_error"
+    assert answer(None, "late", code="handler_timeout").headers["code"] == "handler_timeout"
+    assert answer(None, routed=False).headers["code"] == "no_handler"
+    assert answer({1, 2}).headers["code"] == "not_serializable"
+    assert "code" not in answer("fine").headers
+
+
+def test_an_error_reply_over_its_limit_is_cut_to_fit_or_not_sent() -> None:
+    text = "KeyError: " + "é" * 400
+    full = _protocol.error_reply(REQUEST, text, "handler_error")
+    assert full is not None and distro.parse(full).headers["error"] == text
+    for limit in (len(full) - 1, 300, 200, 190):
+        data = _protocol.error_reply(REQUEST, text, "handler_error", limit)
+        assert data is not None and len(data) <= limit, limit
+        reply = distro.parse(data)
+        assert reply.payload is None and "payload" not in data.decode()  # null: left out
+        cut = reply.headers["error"]
+        assert cut.endswith("\u2026") and text.startswith(cut[:-1]), limit
+        assert reply.headers["code"] == "handler_error"
+    # Too little room for a useful text: none (a client says what the code means).
+    empty = _protocol.error_reply(REQUEST, "", "handler_error")
+    assert empty is not None
+    smallest = len(empty) - len(b',"payload":null')
+    tight = _protocol.error_reply(REQUEST, text, "handler_error", smallest + 5)
+    assert tight is not None and distro.parse(tight).headers["error"] == ""
+    # No handler: never cut (the client knows its own verb and uri), only emptied.
+    unrouted = _protocol.answer(REQUEST, None, None, False, None, "x", None, smallest + 40)
+    assert unrouted is not None and distro.parse(unrouted).headers["error"] == ""
+    # Not even an empty text fits: nothing is sent.
+    assert _protocol.error_reply(REQUEST, text, "handler_error", smallest - 1) is None
+
+
+def test_a_cut_text_escapes_are_counted_in_bytes() -> None:
+    text = "\n\x01\"" * 200  # each takes two to six bytes in JSON
+    for limit in range(150, 400, 7):
+        data = _protocol.error_reply(REQUEST, text, "handler_error", limit)
+        assert data is None or len(data) <= limit
 
 
 def test_answer_error_text_with_lone_surrogates_is_sent() -> None:

@@ -228,12 +228,14 @@ async def test_a_server_answers_raw_requests_in_the_documented_shapes() -> None:
         "uri": "REPLY",
         "inReplyTo": sent[1].id,
         "error": "ValueError: boom",
+        "code": "handler_error",
     }
     assert failed["payload"] is None
     assert unrouted["headers"] == {
         "uri": "REPLY",
         "inReplyTo": sent[2].id,
         "error": "no handler for GET /nowhere",
+        "code": "no_handler",
     }
     assert unrouted["payload"] is None
 
@@ -258,6 +260,11 @@ async def test_the_client_turns_replies_into_messages_and_remote_errors() -> Non
             await client.request(bad, timeout=5.0)
         assert caught.value.message_id == bad.id
         assert caught.value.remote == "KeyError: 'x'"
+        assert caught.value.code == "handler_error"
+        with pytest.raises(distro.RemoteError) as caught:
+            await client.request(distro.message({"uri": "/nowhere", "verb": "PUT"}), timeout=5)
+        assert caught.value.remote == "no handler for PUT /nowhere"
+        assert caught.value.code == "no_handler"
 
 
 async def test_received_goes_to_the_address_and_port_the_message_names() -> None:

@@ -1,0 +1,112 @@
+"""What a server sends back to a peer: replies, error replies and RECEIVED acknowledgements,
+and the rules that bound them (:class:`Replies`, which the server holds).
+
+* A request's ``replyTo`` must be text; a request whose ``replyTo`` is anything else is not
+  answered (counted ``invalid_reply_to``: ``str()`` of a deeply nested list would recurse).
+* **No amplification.** Over a transport whose source addresses can be forged (datagrams:
+  ``Capabilities.reliable`` is false), what the server sends that no handler produced, error
+  replies and RECEIVED, is never larger than the frame that asked for it: an error reply is cut
+  to fit (its text shortened, its null payload left out), and one that cannot fit, or a
+  RECEIVED larger than its message, is not sent (counted ``amplification``). A reply carrying
+  a handler's value is the handler's business (docs/security.md).
+* A reply the transport cannot send is counted ``reply_failed``.
+"""
+
+from __future__ import annotations
+
+from . import _protocol
+from ._acks import Acknowledger, Failure, normalise
+from ._acks import _is_ip as is_ip
+from ._exceptions import TransportError
+from ._message import Message
+from ._stats import ServerLog, ServerStats
+from ._transport import Peer, Transport
+
+__all__ = ["Replies"]
+
+_OVERLOADED = "the server is overloaded: its queues are full; try again later"
+
+
+class Replies:
+    """Sends a server's replies and acknowledgements, counted in its stats.
+
+    :param transport: the server's transport (its capabilities decide the bounds).
+    :param stats: the server's counters.
+    :param log: the server's log.
+    :param ack_any_address: see :class:`~distro_core.Server`.
+    """
+
+    __slots__ = ("_any_address", "_limit", "_log", "_name", "_spoofable", "_stats", "acks")
+
+    def __init__(
+        self, transport: Transport, stats: ServerStats, log: ServerLog, ack_any_address: bool
+    ) -> None:
+        self._stats = stats
+        self._log = log
+        self._name = transport.name
+        self._limit = transport.capabilities.max_message_size
+        self._spoofable = not transport.capabilities.reliable
+        self._any_address = ack_any_address
+        # Acknowledgements run apart from handlers: they never take a max_concurrency slot.
+        self.acks = Acknowledger(transport, any_address=ack_any_address, report=self.acknowledged)
+
+    def overloaded(self, msg: Message, peer: Peer, data: bytes) -> None:
+        """Answer the request ``msg`` at once: the server sheds it (code ``overloaded``)."""
+        limit = len(data) if self._spoofable else self._limit
+        self.send(msg, peer, _protocol.error_reply(msg, _OVERLOADED, _protocol.OVERLOADED, limit))
+
+    def send(self, msg: Message, peer: Peer, reply: bytes | None) -> None:
+        """Send ``reply`` to the request ``msg`` (the server sends the common ones itself);
+        None: it would have amplified."""
+        reply_to = msg.headers["replyTo"]
+        if type(reply_to) is not str:
+            self._log.dropped("invalid_reply_to", f"request {msg.id}: 'replyTo' is not a string")
+        elif reply is None:
+            self._log.dropped(
+                "amplification", f"no error reply to {msg.id}: larger than the request"
+            )
+        else:
+            try:
+                peer.send(reply, reply_to)
+            except TransportError as exc:
+                self.failed(msg, exc)
+            else:
+                self._stats.replies_sent += 1
+
+    def failed(self, msg: Message, exc: TransportError) -> None:
+        """The transport could not send the reply to ``msg``."""
+        self._log.dropped("reply_failed", f"reply to {msg.id}: {exc}")
+
+    def acknowledge(self, msg: Message, peer: Peer, data: bytes) -> None:
+        """Send RECEIVED for ``msg`` (which came as ``data``) if its headers ask for it."""
+        target = _protocol.ack_target(msg)
+        if target is None:
+            return
+        if (
+            self._spoofable
+            and _protocol.received_size(msg.id) > len(data)
+            and not self._refused(target[0], peer)
+        ):
+            self._log.dropped(
+                "amplification",
+                f"no RECEIVED for {msg.id}: larger than the {len(data)} bytes that asked for it",
+            )
+            return
+        failure = self.acks.submit(msg, target, peer)
+        if failure is not None:
+            self._log.dropped(*failure)
+
+    def _refused(self, host: object, peer: Peer) -> bool:
+        """Whether the acknowledger will refuse ``host`` as not the sender's, which it tells
+        without a lookup for an IP address (and counts as ``ack_refused``)."""
+        if self._any_address or not isinstance(host, str):
+            return False
+        canonical = normalise(host)
+        return is_ip(canonical) and canonical != normalise(peer.host or "")
+
+    def acknowledged(self, failure: Failure | None) -> None:
+        """An acknowledgement started by :meth:`acknowledge` ended."""
+        if failure is None:
+            self._stats.acks_sent += 1
+        else:
+            self._log.dropped(*failure)
