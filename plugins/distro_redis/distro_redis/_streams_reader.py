@@ -28,7 +28,6 @@ XPENDING, XAUTOCLAIM, dead letters, de-duplicated replies), which a group member
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 import distro_core as distro
@@ -36,7 +35,8 @@ from distro_core import transport as kit
 
 from ._link import connect, log
 from ._resp import Reply, ReplyError, pack_command
-from ._streams_config import RETRY_CONSUMER, StreamsConfig, routes_key
+from ._streams_claims import Claims
+from ._streams_config import StreamsConfig, routes_key
 from ._streams_link import Commander
 from ._streams_routes import RouteFilter
 from ._streams_settle import Settler
@@ -48,8 +48,6 @@ BLOCK_MS = 2000
 
 RECONNECT_DELAYS = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
 """Back-off between reconnection attempts; the last repeats."""
-
-_RETRY = RETRY_CONSUMER.encode()
 
 
 class StreamReader:
@@ -92,7 +90,6 @@ class StreamReader:
         self._runner: asyncio.Task[None] | None = None
         self._ticker: asyncio.Task[None] | None = None
         self._last_id: bytes | None = None  # XREAD's position, without a group
-        self._cursor = b"0-0"  # XAUTOCLAIM's
         self._registered: frozenset[bytes] = frozenset()
         self.skipped = 0
         """Entries read and left to others: no route of this server matches them."""
@@ -128,7 +125,7 @@ class StreamReader:
         await self._connect()
         self._runner = self._loop.create_task(self._run())
         if self._group:
-            self._ticker = self._loop.create_task(self._tick())
+            self._ticker = self._loop.create_task(Claims(self).run())
 
     async def _connect(self) -> None:
         timeout = self._redis.connect_timeout
@@ -363,90 +360,6 @@ class StreamReader:
     def resume(self) -> None:
         """The core takes frames again: read again."""
         self._resumed.set()
-
-    # -- redelivery, claims, keep-alive -----------------------------------------------------
-
-    async def _tick(self) -> None:
-        config = self.config
-        period = max(0.01, min(config.redelivery_delay / 2, config.claim_after / 3, 5.0))
-        claim_every = config.claim_after / 2
-        refresh_every = config.claim_after / 3
-        last_claim = last_refresh = time.monotonic()
-        while not self._closing:
-            await asyncio.sleep(period)
-            control = self._control
-            if control is None or control.closed or self._inlet.paused:
-                continue
-            try:
-                await self._retry(control)
-                now = time.monotonic()
-                if now - last_refresh >= refresh_every:
-                    last_refresh = now
-                    if self._settler is not None:
-                        self._settler.refresh(refresh_every)
-                if now - last_claim >= claim_every:
-                    last_claim = now
-                    await self._claim_abandoned(control)
-            except distro.TransportError as exc:
-                log.debug("redis-streams transport: redelivery check failed: %s", exc)
-
-    async def _retry(self, control: Commander) -> None:
-        """Claim parked entries whose delay has passed and hand them on."""
-        idle = b"%d" % int(self.config.redelivery_delay * 1000)
-        timeout = self._redis.connect_timeout
-        due = await control.call(
-            pack_command(
-                b"XPENDING", self._key, self._group, b"IDLE", idle, b"-", b"+",
-                b"%d" % self.config.batch, _RETRY,
-            ),
-            timeout,
-        )  # fmt: skip
-        if isinstance(due, ReplyError) or not isinstance(due, list) or not due:
-            return
-        counts: dict[bytes, int] = {}
-        for item in due:
-            if isinstance(item, list) and len(item) == 4:
-                entry_id, count = item[0], item[3]
-                if isinstance(entry_id, bytes) and isinstance(count, int):
-                    counts[entry_id] = count + 1
-        if not counts:
-            return
-        claimed = await control.call(
-            pack_command(b"XCLAIM", self._key, self._group, self._me, idle, *counts),
-            timeout,
-        )
-        if isinstance(claimed, list):
-            self._take([e for e in claimed if isinstance(e, list)], None, counts)
-
-    async def _claim_abandoned(self, control: Commander) -> None:
-        """XAUTOCLAIM entries idle for ``claim_after``: their member stopped (or died)."""
-        idle = b"%d" % int(self.config.claim_after * 1000)
-        reply = await control.call(
-            pack_command(
-                b"XAUTOCLAIM", self._key, self._group, self._me, idle, self._cursor,
-                b"COUNT", b"%d" % self.config.batch,
-            ),
-            self._redis.connect_timeout,
-        )  # fmt: skip
-        if not isinstance(reply, list) or len(reply) < 2:
-            if isinstance(reply, ReplyError) and reply.message.startswith("NOGROUP"):
-                await self._ensure_group(control, self._redis.connect_timeout)
-            return
-        cursor, entries = reply[0], reply[1]
-        self._cursor = cursor if isinstance(cursor, bytes) else b"0-0"
-        if len(reply) > 2 and isinstance(reply[2], list) and reply[2]:
-            self.trimmed += len(reply[2])
-            for _ in reply[2]:
-                self._receiver.frame_dropped(
-                    "trimmed", "redis-streams transport: a pending entry was trimmed away"
-                )
-        if isinstance(entries, list) and entries:
-            log.warning(
-                "redis-streams transport: member %r claimed %d entries left by stopped members",
-                self.config.consumer,
-                len(entries),
-            )
-            self._take([e for e in entries if isinstance(e, list)], None)
 
     # -- closing ----------------------------------------------------------------------------
 

@@ -273,26 +273,30 @@ async def test_entries_a_dead_member_held_are_claimed_after_claim_after(
 async def test_a_live_member_keeps_what_it_is_still_handling(
     factory: distro.Factory, options: dict[str, Any]
 ) -> None:
+    """Handlers slower than claim_after, at max_concurrency (so the core has paused reading):
+    the member refreshes both entries, the one running and the one waiting behind it, and the
+    other member claims neither."""
     handled: list[str] = []
-    slow_started = asyncio.Event()
+    started = asyncio.Event()
 
     async def slow(msg: distro.Message) -> None:
-        slow_started.set()
-        await asyncio.sleep(1.2)  # four times claim_after
-        handled.append("slow")
+        started.set()
+        await asyncio.sleep(0.8)  # well over claim_after
+        handled.append(f"busy {msg.payload}")
 
-    busy = factory.server(options, group="keep", claim_after=0.3)
+    busy = factory.server(options, group="keep", claim_after=0.3, max_concurrency=1)
     busy.post("/slow", slow)
     other = factory.server(options, group="keep", claim_after=0.3)
-    other.post("/slow", lambda m: handled.append("other"))
+    other.post("/slow", lambda m: handled.append(f"other {m.payload}"))
     async with busy:
         async with factory.client(options) as client:
-            await client.send(distro.message({"uri": "/slow", "verb": "POST"}))
-        await asyncio.wait_for(slow_started.wait(), 5)
+            for n in range(2):
+                await client.send(distro.message({"uri": "/slow", "verb": "POST"}, n))
+        await asyncio.wait_for(started.wait(), 5)
         async with other:
-            await wait_until(lambda: "slow" in handled, timeout=5, what=f"slow in {handled}")
+            await wait_until(lambda: len(handled) >= 2, timeout=5, what=f"two in {handled}")
             await asyncio.sleep(0.5)
-    assert handled == ["slow"]
+    assert handled == ["busy 0", "busy 1"]
 
 
 async def test_a_restarted_member_reads_its_own_pending_entries_first(
