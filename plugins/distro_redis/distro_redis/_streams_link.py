@@ -140,6 +140,10 @@ class Commander(_Link):
             return False
         return True
 
+    def abort(self) -> None:
+        """Drop the link at once (what Redis has not answered gets :data:`LOST`)."""
+        self._transport.abort()
+
     def pause_writing(self) -> None:
         self.batcher.pause_writing()
 

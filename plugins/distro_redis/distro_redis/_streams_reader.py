@@ -108,12 +108,14 @@ class StreamReader:
         self._register(names)
 
     def _register(self, names: frozenset[bytes]) -> None:
+        self._registered = names
         control = self._control
         if names and control is not None and not control.closed:
-            registry = routes_key(self._redis.prefix)
-            fields = [part for name in sorted(names) for part in (name, b"1")]
-            control.send(pack_command(b"HSET", registry, *fields))
-        self._registered = names
+            control.send(self._registration(names))
+
+    def _registration(self, names: frozenset[bytes]) -> bytes:
+        fields = [part for name in sorted(names) for part in (name, b"1")]
+        return pack_command(b"HSET", routes_key(self._redis.prefix), *fields)
 
     # -- opening and reconnecting -----------------------------------------------------------
 
@@ -158,7 +160,10 @@ class StreamReader:
                 newest = last[0][0]
                 if isinstance(newest, bytes):
                     self._last_id = newest
-        self._register(self._registered)
+        if self._registered:
+            # Confirmed before the server is said to be started: a client's request right
+            # after must find the routes.
+            await control.call(self._registration(self._registered), timeout)
         if self._settler is not None:
             self._settler.control = control
             self._settler.flush()
@@ -177,8 +182,13 @@ class StreamReader:
             )
 
     def _lost(self, link: Any, exc: BaseException | None) -> None:
-        if not self._closing:
-            log.warning("redis-streams transport: a stream link to Redis broke (%s)", exc)
+        if self._closing:
+            return
+        log.warning("redis-streams transport: a stream link to Redis broke (%s)", exc)
+        reader = self._reader
+        if link is self._control and reader is not None and not reader.closed:
+            # The read loop reconnects both links; it notices a broken reader only.
+            reader.abort()
 
     def _broken(self) -> bool:
         return any(link is None or link.closed for link in (self._reader, self._control))
