@@ -13,16 +13,14 @@ XPENDING, XAUTOCLAIM, dead letters, de-duplicated replies), which a group member
   server without a group skips it (its routes are its subscriptions, as over pub/sub); a group
   member acknowledges it and counts it dropped (``no_route``): members of a group serve the
   same routes.
-* **Redelivery and claims** (the ticker, every ``min(redelivery_delay / 2, claim_after / 3)``
-  seconds at most, 5 s at least): parked entries whose ``redelivery_delay`` has passed are
-  claimed (XPENDING for the retry consumer, then XCLAIM: their count goes up by one); every
-  ``claim_after / 3`` the entries this member is still handling are refreshed (so live members
-  keep theirs); every ``claim_after / 2`` XAUTOCLAIM takes entries idle for ``claim_after``
-  (their member died or stopped).
+* **Redelivery and claims** run beside the reads (:class:`~._streams_claims.Claims`): parked
+  entries whose ``redelivery_delay`` has passed, entries of members that stopped, and the
+  keep-alive of this member's own.
 * **Restarts.** A member first reads its own pending entries (XREADGROUP from id 0: what it
   held when it stopped, under its stable consumer name), then new ones. A group or stream that
   disappeared (Redis restarted) is made again (XGROUP CREATE ... 0 MKSTREAM) when Redis
-  answers NOGROUP, without a restart; a broken link is reconnected with back-off.
+  answers NOGROUP, without a restart; a broken link is reconnected with back-off (the loss of
+  the control link drops the reader too, so both come back together).
 """
 
 from __future__ import annotations
