@@ -22,7 +22,7 @@ from distro_core.transport import WriteBatcher
 from ._link import LostCallback, Publisher, _Link, log
 from ._resp import Decoder, ProtocolError, Reply, ReplyError
 
-__all__ = ["LOST", "Appender", "Commander", "ReplyCallback"]
+__all__ = ["LOST", "Appender", "Commander", "EntryDecoder", "ReplyCallback"]
 
 ReplyCallback = Callable[[Reply], None]
 
@@ -84,12 +84,16 @@ class Commander(_Link):
     """
 
     def __init__(
-        self, conn: AbstractConnection, transport: asyncio.Transport, on_lost: LostCallback
+        self,
+        conn: AbstractConnection,
+        transport: asyncio.Transport,
+        on_lost: LostCallback,
+        decoder: Decoder | None = None,
     ) -> None:
         super().__init__(conn, transport, on_lost)
         self.batcher = WriteBatcher(self._loop, transport.writelines)
         self._write = self.batcher.write
-        self._decoder = Decoder()
+        self._decoder = decoder or Decoder()
         self._callbacks: deque[ReplyCallback | None] = deque()
 
     @property
@@ -180,3 +184,79 @@ class Commander(_Link):
                     callback(LOST)
                 except Exception:
                     log.exception("redis-streams transport: a reply callback failed")
+
+
+_READ_REPLY = b"*1\r\n*2\r\n$"
+_ENTRY = b"*2\r\n$"
+_CH = b"\r\n*4\r\n$2\r\nch\r\n$"  # after an id: two fields, the first "ch"
+_MSG = b"\r\n$3\r\nmsg\r\n$"  # after the channel: the second, "msg"
+
+
+class EntryDecoder(Decoder):
+    """A :class:`~._resp.Decoder` with a fast path for the replies a reader link gets: an
+    XREAD/XREADGROUP reply of one stream whose entries have the usual two fields becomes
+    ``[[key, [(id, channel, frame), ...]]]`` (tuples, not nested lists), without the general
+    parser's recursion; anything else (or a reply not complete yet) goes the general way."""
+
+    __slots__ = ()
+
+    def _parse(self, data: bytes, pos: int, depth: int = 0) -> tuple[Reply, int]:
+        if depth == 0 and data.startswith(_READ_REPLY, pos):
+            try:
+                fast = _read_reply(data, pos + 9)
+            except ValueError:
+                fast = None
+            if fast is not None:
+                return fast
+        return super()._parse(data, pos, depth)
+
+
+def _read_reply(data: bytes, cursor: int) -> tuple[Reply, int] | None:
+    """Parse ``[[key, [entry...]]]`` from just past the key's ``$``; None when unusual."""
+    find = data.find
+    end = find(b"\r\n", cursor)
+    if end < 0:
+        return None
+    start = end + 2
+    stop = start + int(data[cursor:end])
+    key = data[start:stop]
+    if not data.startswith(b"\r\n*", stop):
+        return None
+    end = find(b"\r\n", stop + 3)
+    if end < 0:
+        return None
+    count = int(data[stop + 3 : end])
+    cursor = end + 2
+    entries: list[Reply] = []
+    append = entries.append
+    for _ in range(count):
+        if not data.startswith(_ENTRY, cursor):
+            return None
+        end = find(b"\r\n", cursor + 5)
+        if end < 0:
+            return None
+        start = end + 2
+        stop = start + int(data[cursor + 5 : end])
+        entry_id = data[start:stop]
+        if not data.startswith(_CH, stop):
+            return None
+        cursor = stop + 15
+        end = find(b"\r\n", cursor)
+        if end < 0:
+            return None
+        start = end + 2
+        stop = start + int(data[cursor:end])
+        channel = data[start:stop]
+        if not data.startswith(_MSG, stop):
+            return None
+        cursor = stop + 12
+        end = find(b"\r\n", cursor)
+        if end < 0:
+            return None
+        start = end + 2
+        stop = start + int(data[cursor:end])
+        if data[stop : stop + 2] != b"\r\n":
+            return None  # cut off: the general parser waits for the rest
+        append((entry_id, channel, data[start:stop]))  # type: ignore[arg-type]
+        cursor = stop + 2
+    return [[key, entries]], cursor

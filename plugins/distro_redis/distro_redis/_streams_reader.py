@@ -35,7 +35,7 @@ from ._link import connect, log
 from ._resp import Reply, ReplyError, pack_command
 from ._streams_claims import Claims
 from ._streams_config import StreamsConfig, routes_key
-from ._streams_link import Commander
+from ._streams_link import Commander, EntryDecoder
 from ._streams_routes import RouteFilter
 from ._streams_settle import Settler
 
@@ -142,7 +142,7 @@ class StreamReader:
                     await link[0].disconnect(nowait=True)
             raise failure
         (rconn, rtransport), (cconn, ctransport) = links  # type: ignore[misc]
-        self._reader = Commander(rconn, rtransport, self._lost)
+        self._reader = Commander(rconn, rtransport, self._lost, EntryDecoder())
         self._control = control = Commander(cconn, ctransport, self._lost)
         if self._group:
             await self._ensure_group(control, timeout)
@@ -300,17 +300,27 @@ class StreamReader:
         deliver = self._inlet.deliver
         matches = self._filter.matches
         for entry in entries:
-            entry_id = entry[0]
-            fields = entry[1]
-            if entry_id in inflight:
-                continue  # still being handled here (read again after a reconnection)
-            if type(fields) is list and len(fields) == 4 and fields[2] == b"msg":
-                channel, data = fields[1], fields[3]
+            if type(entry) is tuple:  # the usual form, from the reader's fast path
+                entry_id, channel, data = entry
+                if entry_id in inflight:
+                    continue  # still being handled here (read again after a reconnection)
             else:
-                found = self._unusual(entry_id, fields)
-                if found is None:
+                entry_id = entry[0]
+                if entry_id in inflight:
                     continue
-                channel, data = found
+                fields = entry[1]
+                if (
+                    type(fields) is list
+                    and len(fields) == 4
+                    and fields[0] == b"ch"
+                    and fields[2] == b"msg"
+                ):
+                    channel, data = fields[1], fields[3]
+                else:
+                    found = self._unusual(entry_id, fields)
+                    if found is None:
+                        continue
+                    channel, data = found
             if not matches(channel):
                 self.skipped += 1
                 if settler is not None:
