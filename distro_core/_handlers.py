@@ -60,7 +60,12 @@ def entry(fn: Handler, timeout: float | None = None) -> Entry:
     if not callable(fn):
         raise TypeError(f"a handler must be callable, got {type(fn).__name__}")
     name = getattr(fn, "__qualname__", None) or repr(fn)
-    return Entry(fn, inspect.iscoroutinefunction(fn), name, timeout)
+    # An object whose __call__ is ``async def`` is an async handler too: its calls must take
+    # a handler slot like any other (the scheduler's shares and queues), not start at once.
+    is_async = inspect.iscoroutinefunction(fn) or (
+        not inspect.isroutine(fn) and inspect.iscoroutinefunction(type(fn).__call__)
+    )
+    return Entry(fn, is_async, name, timeout)
 
 
 class BoundVerb:

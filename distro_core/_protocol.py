@@ -132,8 +132,9 @@ def error_reply(
     ``code``.
 
     :param code: one of :data:`ERROR_CODES`, or None for no ``code`` header.
-    :param limit: the most bytes the reply may take. A reply over it is sent without its
-        (null) payload member and with its text cut to fit, marked with a trailing ``…`` (or
+    :param limit: the most bytes the reply may take. A reply over it is sent in a compact
+        form: an id of 8 characters instead of 36 (nothing correlates by a reply's own id),
+        no (null) payload member, and its text cut to fit, marked with a trailing ``…`` (or
         emptied: a client then says what the code means).
     :returns: the reply, or None when even an empty text does not fit within ``limit``.
     """
@@ -146,6 +147,7 @@ def error_reply(
     data = dumps({"id": reply_id, "headers": headers, "payload": None})
     if limit is None or len(data) <= limit:
         return data
+    reply_id = reply_id[:8]
     headers["error"] = ""
     room = limit - len(dumps({"id": reply_id, "headers": headers}))
     if room < 0:

@@ -305,13 +305,14 @@ def test_an_error_reply_over_its_limit_is_cut_to_fit_or_not_sent() -> None:
         assert data is not None and len(data) <= limit, limit
         reply = distro.parse(data)
         assert reply.payload is None and "payload" not in data.decode()  # null: left out
+        assert len(reply.id) == 8
         cut = reply.headers["error"]
         assert cut.endswith("\u2026") and text.startswith(cut[:-1]), limit
         assert reply.headers["code"] == "handler_error"
     # Too little room for a useful text: none (a client says what the code means).
     empty = _protocol.error_reply(REQUEST, "", "handler_error")
     assert empty is not None
-    smallest = len(empty) - len(b',"payload":null')
+    smallest = len(empty) - len(b',"payload":null') - 28  # and an id of 8 characters, not 36
     tight = _protocol.error_reply(REQUEST, text, "handler_error", smallest + 5)
     assert tight is not None and distro.parse(tight).headers["error"] == ""
     # No handler: never cut (the client knows its own verb and uri), only emptied.
