@@ -82,6 +82,11 @@ class Replies:
         target = _protocol.ack_target(msg)
         if target is None:
             return
+        if not _resolvable(target[0]):
+            # A lookup would raise UnicodeError (an empty label, one over 63 characters),
+            # which a transport may not map to a TransportError: refused here, counted.
+            self._log.dropped("ack_refused", f"message {msg.id} names no host a lookup takes")
+            return
         if (
             self._spoofable
             and _protocol.received_size(msg.id) > len(data)
@@ -110,3 +115,12 @@ class Replies:
             self._stats.acks_sent += 1
         else:
             self._log.dropped(*failure)
+
+
+def _resolvable(host: str) -> bool:
+    """Whether ``host`` can be handed to a name lookup (it encodes as IDNA)."""
+    try:
+        host.encode("idna")
+    except UnicodeError:
+        return False
+    return True
