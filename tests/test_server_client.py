@@ -181,6 +181,10 @@ def test_option_errors_are_clear(factory: distro.Factory) -> None:
         factory.server(prot=1)
     with pytest.raises(ValueError, match="max_concurrency"):
         factory.server(port=0, max_concurrency=0)
+    with pytest.raises(ValueError, match="max_queued"):
+        factory.server(port=0, max_queued=0)
+    with pytest.raises(ValueError, match="max_queued"):
+        factory.server(port=0, max_queued=2.5)
     with pytest.raises(TypeError, match="both"):
         factory.server({"port": 0}, port=1)
     with pytest.raises(ValueError, match="port"):
@@ -275,3 +279,22 @@ def test_routes_are_reported_with_their_parsed_segments(factory: distro.Factory)
     assert info.segments == (Segment(""), Segment("customer"), Segment("id", param=True))
     server.receive(lambda m: None)
     assert server.has_catch_all
+
+
+async def test_an_object_with_an_async_call_is_an_async_handler(factory: distro.Factory) -> None:
+    # It must take a handler slot like an async def (shares, queues, deadlines), not be
+    # taken for a plain function whose coroutine is awaited outside the scheduler's rules.
+    network = distro.MemoryNetwork()
+    server = factory.server(port=0, network=network, handler_timeout=0.02)
+
+    class Stuck:
+        async def __call__(self, msg: distro.Message) -> None:
+            await asyncio.Event().wait()
+
+    server.get("/stuck", Stuck())
+    [entry] = server._router.routes[0].handlers  # type: ignore[attr-defined]
+    assert entry.is_async
+    async with server, factory.client(port=server.address[1], network=network) as client:
+        with pytest.raises(distro.RemoteError) as info:
+            await client.request(distro.message({"uri": "/stuck"}), timeout=5)
+    assert info.value.code == "handler_timeout"

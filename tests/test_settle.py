@@ -293,7 +293,7 @@ async def test_overload_backlog_and_close_each_settle_once() -> None:
 
     await server.start()
     running = feed("/slow", "POST")  # takes the only slot: the server pauses
-    backlog = [feed("/slow", "POST") for _ in range(4)]  # max_concurrency * 4 wait
+    backlog = [feed("/slow", "POST") for _ in range(4)]  # max_queued (4 * max_concurrency) wait
     overload = feed("/slow", "POST")
     # Overloaded or closing: this server did not take them, another member may (RETURNED).
     assert ledger.settled() == {overload: [RETURNED]}
@@ -308,6 +308,68 @@ async def test_overload_backlog_and_close_each_settle_once() -> None:
     assert server.stats.dropped == {"overload": 1, "closing": 5}
     assert any("cancelled 1 handler" in text for level, text in logger.lines)
     assert server.stats.handler_errors == 0
+
+
+async def test_a_shed_request_is_answered_overloaded_and_settles_returned_once() -> None:
+    server, ledger, feed, _ = make_server(max_concurrency=1)
+    gate = asyncio.Event()
+
+    @server.get("/slow")
+    async def slow(msg: distro.Message) -> str:
+        await gate.wait()
+        return "done"
+
+    await server.start()
+    running = feed("/slow", request=True)
+    waiting = [feed("/slow", request=True) for _ in range(4)]  # one queued per peer, four in all
+    shed = feed("/slow", request=True)
+    assert ledger.settled() == {shed: [RETURNED]}
+    assert ledger.details[shed] == "overload"
+    assert reply_of(ledger, shed).headers["code"] == "overloaded"
+    gate.set()
+    await ledger.wait_settled(6)
+    await server.aclose()
+    assert ledger.settled() == {shed: [RETURNED], **{n: [HANDLED] for n in [running, *waiting]}}
+
+
+async def test_a_request_that_expired_while_it_waited_settles_dropped_unanswered() -> None:
+    server, ledger, feed, _ = make_server(max_concurrency=1)
+    gate = asyncio.Event()
+
+    @server.get("/slow")
+    async def slow(msg: distro.Message) -> str:
+        await gate.wait()
+        return "done"
+
+    await server.start()
+    running = feed("/slow", request=True)
+    headers = {"uri": "/slow", "replyTo": "back", "replyWithin": 1}  # one millisecond
+    expired = feed("/slow", data=distro.message(headers).to_bytes())
+    await asyncio.sleep(0.01)
+    gate.set()
+    await ledger.wait_settled(2)
+    await server.aclose()
+    assert ledger.settled() == {running: [HANDLED], expired: [DROPPED]}
+    assert ledger.details[expired] == "expired"
+    assert [n for n, what, _ in ledger.events if what == "reply"] == [running]
+    assert server.stats.dropped == {"expired": 1}
+
+
+async def test_a_handler_cancelled_at_its_deadline_settles_failed_with_the_text() -> None:
+    server, ledger, feed, _ = make_server(handler_timeout=0.01)
+
+    @server.get("/stuck")
+    async def stuck(msg: distro.Message) -> None:
+        await asyncio.Event().wait()
+
+    await server.start()
+    number = feed("/stuck", request=True)
+    await ledger.wait_settled(1)
+    await server.aclose()
+    assert ledger.settled() == {number: [FAILED]}
+    assert "took longer than 0.01s" in str(ledger.details[number])
+    assert reply_of(ledger, number).headers["code"] == "handler_timeout"
+    assert [what for _, what, _ in ledger.events] == ["reply", "settle"]
 
 
 async def test_frames_held_in_the_backlog_settle_when_they_are_handled() -> None:
