@@ -323,7 +323,7 @@ def test_an_error_reply_over_its_limit_is_cut_to_fit_or_not_sent() -> None:
 
 
 def test_a_cut_text_escapes_are_counted_in_bytes() -> None:
-    text = "\n\x01\"" * 200  # each takes two to six bytes in JSON
+    text = '\n\x01"' * 200  # each takes two to six bytes in JSON
     for limit in range(150, 400, 7):
         data = _protocol.error_reply(REQUEST, text, "handler_error", limit)
         assert data is None or len(data) <= limit
