@@ -212,7 +212,8 @@ def answer(
     :param transport_name: the transport's name, for the too-large text.
     :param code: the error code of ``error`` (``handler_error`` when not given).
     :param error_limit: the most bytes an *error* reply may take (the request's size over a
-        transport whose source addresses can be forged: no amplification), or None.
+        transport whose source addresses can be forged: no amplification), or None (or False,
+        so that a caller may pass ``spoofable and len(frame)``).
     :returns: the reply or error-reply frame; None when an error reply cannot fit within
         ``error_limit``.
     """
@@ -233,7 +234,7 @@ def answer(
                 ),
                 TOO_LARGE,
             )
-    if error_limit is not None:
+    if error_limit:
         limit = error_limit if limit is None else min(limit, error_limit)
     return error_reply(request, error, code or HANDLER_ERROR, limit)
 

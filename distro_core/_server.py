@@ -98,6 +98,8 @@ class Server(HandlerTable, Lifecycle):
         self._listener: Listener | None = None
         self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]  # set by start()
         self._tasks: set[asyncio.Task[None]] = set()
+        # Dispatches accepted but not started: queued in the scheduler, or a task (or a call)
+        # that has not taken its first step. Plain messages check it to keep arrival order.
         self._unstarted = 0
         self._paused = False
         self._waiting = self._sched.waiting  # read per plain message: one attribute, no call
@@ -108,6 +110,7 @@ class Server(HandlerTable, Lifecycle):
         # answer such a request with "no handler" (the transport reports requests nobody gets).
         self._answers_unrouted = not caps.fan_out
         self._limit = caps.max_message_size
+        self._name = transport.name
         self._spoofable = not caps.reliable  # datagrams: see _replies (no amplification)
         self.stats = ServerStats()
         """Counters of what this server has received, handled and dropped."""
@@ -170,6 +173,7 @@ class Server(HandlerTable, Lifecycle):
         assert listener is not None
         listener.pause_reading()
         for job in self._sched.drain():
+            self._unstarted -= 1
             self._refuse(job[3], "closing", "server closed before the message's turn came")
         if self._tasks:
             _, pending = await asyncio.wait(set(self._tasks), timeout=self._close_timeout)
@@ -216,17 +220,22 @@ class Server(HandlerTable, Lifecycle):
             handlers = route.handlers
             any_async = self._catch_all_async or route.meta is True
         if any_async:
-            if self._sched.start(peer):
-                self._start(msg, route, handlers, peer, data)
+            if self._sched.start(peer):  # a slot for it: run it in a task
+                self._unstarted += 1
+                self._spawn(self._run_async(msg, route, handlers, peer, data), peer)
             else:
                 self._hold((msg, route, handlers, peer, data), True)
         # A peer's handlers start in arrival order: behind its messages waiting for a slot, or
         # while an async dispatch has not started yet, a plain one waits its turn.
-        elif self._waiting and peer in self._waiting:
-            self._hold((msg, route, handlers, peer, data), False)
         elif self._unstarted:
-            self._unstarted += 1
-            self._loop.call_soon(self._run_deferred, msg, route, handlers, peer, data)
+            if peer in self._waiting:
+                self._hold((msg, route, handlers, peer, data), False)
+            elif self._unstarted > self._sched.queued:  # a task has yet to take its first step
+                self._unstarted += 1
+                self._loop.call_soon(self._run_deferred, msg, route, handlers, peer, data)
+            else:
+                done = run_plain(self._router.catch_all, handlers, msg, self._failed)
+                self._finish(msg, route, peer, done, data)
         else:
             done = run_plain(self._router.catch_all, handlers, msg, self._failed)
             self._finish(msg, route, peer, done, data)
@@ -237,13 +246,6 @@ class Server(HandlerTable, Lifecycle):
         self._unstarted -= 1
         done = run_plain(self._router.catch_all, handlers, msg, self._failed)
         self._finish(msg, route, peer, done, data)
-
-    def _start(
-        self, msg: Message, route: _Route, handlers: _Handlers, peer: Peer, data: bytes
-    ) -> None:
-        """Run an async dispatch in a task; the scheduler gave it a slot."""
-        self._unstarted += 1
-        self._spawn(self._run_async(msg, route, handlers, peer, data), peer)
 
     async def _run_async(
         self, msg: Message, route: _Route, handlers: _Handlers, peer: Peer, data: bytes
@@ -293,12 +295,11 @@ class Server(HandlerTable, Lifecycle):
             and self._can_reply
             and (route is not None or self._answers_unrouted)
         ):
-            limit = len(data) if self._spoofable else None  # see _replies: no amplification
-            name = self.transport.name
+            limit = self._spoofable and len(data)  # see _replies: no amplification
             reply = _protocol.answer(
-                msg, value, error, route is not None, self._limit, name, code, limit
+                msg, value, error, route is not None, self._limit, self._name, code, limit
             )
-            if reply is not None and type(reply_to) is str:
+            if type(reply_to) is str and reply is not None:
                 try:
                     peer.send(reply, reply_to)
                 except TransportError as exc:
@@ -321,6 +322,7 @@ class Server(HandlerTable, Lifecycle):
         within = _protocol.reply_within(msg.headers)  # the caller's deadline, if it says
         deadline = None if within is None else self._loop.time() + within
         if self._sched.enqueue(peer, job, len(data), deadline, needs_slot):
+            self._unstarted += 1
             return
         waits = f"{self._sched.queued} messages wait, {len(self._waiting.get(peer, ()))} its own"
         self._refuse(peer, "overload", f"message {msg.id} from {peer.host}: {waits}")
@@ -334,14 +336,14 @@ class Server(HandlerTable, Lifecycle):
         if sched.queued:
             now = self._loop.time()
             while (taken := sched.take(now)) is not None:
-                job, how = taken
+                job, how = taken  # still counted unstarted: a task or a call takes it over
                 if how == STARTED:
-                    self._start(*job)
+                    self._spawn(self._run_async(*job), job[3])
                 elif how == EXPIRED:
                     # No reply: the caller's deadline passed, it has stopped waiting.
+                    self._unstarted -= 1
                     self._refuse(job[3], "expired", f"message {job[0].id}: its caller gave up")
                 else:
-                    self._unstarted += 1
                     self._loop.call_soon(self._run_deferred, *job)
         if self._paused and sched.running < self._max_concurrency:
             self._paused = False
