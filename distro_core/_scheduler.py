@@ -14,7 +14,8 @@ The rules (docs/security.md, "Fair share between peers"):
 * **The reserve.** The last eighth of the slots (:attr:`Scheduler.reserve`) is kept for peers
   that hold few: a peer holding :attr:`Scheduler.light` slots or more cannot take one of them.
   So one peer whose handlers never finish can hold at most seven eighths of the slots, and the
-  others still get theirs. Servers with fewer than eight slots have no reserve.
+  others still get theirs. Servers with fewer than eight slots have no reserve, nor do servers
+  over pub/sub transports, whose one peer is the bus (``one_peer``).
 * **Queues.** A message that cannot start waits in its peer's queue, at most
   :attr:`Scheduler.peer_queue` messages per peer and :attr:`Scheduler.max_queued` messages
   (and :data:`MAX_QUEUED_BYTES` encoded bytes) for all peers together. Past that it is shed:
@@ -76,6 +77,8 @@ class Scheduler(Generic[T]):
     :param max_queued: messages waiting for a slot, all peers together; each peer may have a
         quarter of them (at least one). None: four times ``max_concurrency``.
     :param max_queued_bytes: encoded bytes of the waiting messages, all peers together.
+    :param one_peer: the transport hands one Peer for every sender (pub/sub: the bus), so
+        there are no peers to share between: no reserve, and that peer may fill the queues.
     :raises ValueError: a count is not a positive integer.
     """
 
@@ -99,6 +102,7 @@ class Scheduler(Generic[T]):
         max_concurrency: int,
         max_queued: int | None = None,
         max_queued_bytes: int = MAX_QUEUED_BYTES,
+        one_peer: bool = False,
     ) -> None:
         if type(max_concurrency) is not int or max_concurrency < 1:
             raise ValueError(f"max_concurrency must be a positive integer, got {max_concurrency!r}")
@@ -106,11 +110,11 @@ class Scheduler(Generic[T]):
         if type(max_queued) is not int or max_queued < 1:
             raise ValueError(f"max_queued must be a positive integer, got {max_queued!r}")
         self.max_concurrency = max_concurrency
-        self.reserve = max_concurrency // 8
+        self.reserve = 0 if one_peer else max_concurrency // 8
         """Slots only peers holding fewer than :attr:`light` slots may take."""
         self.light = max(1, self.reserve // 8)
         self.max_queued = max_queued
-        self.peer_queue = max(1, max_queued // 4)
+        self.peer_queue = max_queued if one_peer else max(1, max_queued // 4)
         self.max_queued_bytes = max_queued_bytes
         self.running = 0
         """Slots taken."""

@@ -86,7 +86,9 @@ class Server(HandlerTable, Lifecycle):
         close_timeout: float = 5.0,
         ack_any_address: bool = False,
     ) -> None:
-        self._sched: Scheduler[_Job] = Scheduler(max_concurrency, max_queued)  # checks them
+        caps = transport.capabilities
+        # Over pub/sub (fan_out) the one peer is the bus, every sender at once: no shares.
+        self._sched: Scheduler[_Job] = Scheduler(max_concurrency, max_queued, one_peer=caps.fan_out)
         if not close_timeout >= 0:
             raise ValueError(f"close_timeout must be >= 0, got {close_timeout!r}")
         self._handler_timeout = check_timeout(handler_timeout, "handler_timeout")
@@ -102,8 +104,7 @@ class Server(HandlerTable, Lifecycle):
         # that has not taken its first step. Plain messages check it to keep arrival order.
         self._unstarted = 0
         self._paused = False
-        self._waiting = self._sched.waiting  # read per plain message: one attribute, no call
-        caps = transport.capabilities
+        self._waiting = self._sched.waiting  # peer -> its queued messages
         self._can_reply = caps.request_reply
         self._can_ack = caps.acknowledgements
         # Over pub/sub another server may handle what this one has no route for: it must not

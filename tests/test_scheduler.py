@@ -56,6 +56,18 @@ def test_in_the_reserve_a_light_peer_may_take_up_to_light_slots() -> None:
     assert [sched.start("second") for _ in range(5)] == [True] * 4 + [False]
 
 
+def test_one_peer_for_every_sender_may_take_every_slot_and_fill_the_queues() -> None:
+    # Over pub/sub the transport's one peer is the bus: there is nobody to share with.
+    sched: Scheduler[str] = Scheduler(256, one_peer=True)
+    assert (sched.reserve, sched.peer_queue) == (0, 1024)
+    started = 0
+    while sched.start("bus"):
+        started += 1
+    assert started == 256
+    assert all(sched.enqueue("bus", str(n), 1, None, True) for n in range(1024))
+    assert not sched.enqueue("bus", "one more", 1, None, True)
+
+
 def test_finished_frees_the_slot_and_forgets_idle_peers() -> None:
     sched: Scheduler[str] = Scheduler(2)
     assert sched.start("a") and sched.start("a")
