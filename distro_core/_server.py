@@ -107,9 +107,9 @@ class Server(HandlerTable, Lifecycle):
         self._waiting = self._sched.waiting  # peer -> its queued messages
         self._can_reply = caps.request_reply
         self._can_ack = caps.acknowledgements
-        # Over pub/sub another server may handle what this one has no route for: it must not
-        # answer such a request with "no handler" (the transport reports requests nobody gets).
-        self._answers_unrouted = not caps.fan_out
+        # Over pub/sub another server may handle what this one has no route for, or sheds: it
+        # must not answer "no handler" or "overloaded" (the transport reports unheard requests).
+        self._sole = not caps.fan_out
         self._limit = caps.max_message_size
         self._name = transport.name
         self._spoofable = not caps.reliable  # datagrams: see _replies (no amplification)
@@ -291,11 +291,7 @@ class Server(HandlerTable, Lifecycle):
             handled = True
             self.stats.handled += 1
         reply_to = headers.get("replyTo")
-        if (
-            reply_to is not None
-            and self._can_reply
-            and (route is not None or self._answers_unrouted)
-        ):
+        if reply_to is not None and self._can_reply and (route is not None or self._sole):
             limit = self._spoofable and len(data)  # see _replies: no amplification
             reply = _protocol.answer(
                 msg, value, error, route is not None, self._limit, self._name, code, limit
@@ -327,7 +323,7 @@ class Server(HandlerTable, Lifecycle):
             return
         waits = f"{self._sched.queued} messages wait, {len(self._waiting.get(peer, ()))} its own"
         self._refuse(peer, "overload", f"message {msg.id} from {peer.host}: {waits}")
-        if "replyTo" in msg.headers and self._can_reply:
+        if "replyTo" in msg.headers and self._can_reply and self._sole:
             self._replies.overloaded(msg, peer, data)
 
     def _advance(self) -> None:

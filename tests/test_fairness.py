@@ -264,3 +264,36 @@ async def test_with_every_slot_taken_plain_messages_still_run_and_only_full_queu
         gate.set()
         await wait_until(lambda: len(hog.replies) == 3)
     assert [m.payload for m in hog.replies[1:]] == ["done", "done"]
+
+
+class BusTransport(FeedTransport):
+    """As :class:`FeedTransport`, but pub/sub: other servers may hear the same requests."""
+
+    name = "bus"
+    capabilities = kit.Capabilities(acknowledgements=False, fan_out=True)
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> BusTransport:
+        return cls()
+
+
+async def test_over_pub_sub_a_server_that_sheds_does_not_answer_for_the_others() -> None:
+    # Another server on the bus may take the request: an 'overloaded' reply from this one
+    # would be the caller's answer. It is counted and settled RETURNED, not answered.
+    server = distro.Server(BusTransport(), logger=logging.getLogger("test"), max_concurrency=1)
+    gate = asyncio.Event()
+
+    @server.post("/job")
+    async def job(msg: distro.Message) -> str:
+        await gate.wait()
+        return "done"
+
+    bus = FeedPeer()  # over pub/sub one peer stands for every sender
+    async with server:
+        for n in range(6):  # one runs, four wait (the bus has the whole queue), one is shed
+            server.frame_received(frame(n), bus)
+        assert server.stats.dropped == {"overload": 1}
+        assert bus.replies == []
+        gate.set()
+        await wait_until(lambda: len(bus.replies) == 5)
+    assert {m.payload for m in bus.replies} == {"done"}
