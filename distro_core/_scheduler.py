@@ -142,15 +142,8 @@ class Scheduler(Generic[T]):
         :returns: True when the slot is taken (call :meth:`finished` when the work ends);
             False when the message must wait (:meth:`enqueue`).
         """
-        running = self.running
-        if running >= self.max_concurrency or peer in self._queues:
-            return False
-        held = self._running.get(peer, 0)
-        if held >= self.light and self.max_concurrency - running <= self.reserve:
-            return False
-        self._running[peer] = held + 1
-        self.running = running + 1
-        return True
+        # A peer with messages queued must not overtake them: they get the next slot.
+        return peer not in self._queues and self._grant(peer)
 
     def force(self, peer: Hashable) -> None:
         """Count a slot ``peer`` takes whatever the rules say: work already begun (a plain
