@@ -24,6 +24,7 @@ from ._message import Message, message
 
 __all__ = [
     "ERROR_CODES",
+    "CLOSING",
     "EXPIRED",
     "HANDLER_ERROR",
     "HANDLER_TIMEOUT",
@@ -68,8 +69,20 @@ OVERLOADED = "overloaded"
 EXPIRED = "expired"
 """Error code: the request's deadline passed before it started (distro servers do not send it:
 the caller has given up; other implementations may)."""
+CLOSING = "closing"
+"""Error code: the server was closing and did not handle the request (another may: a
+confirmed send is sent again)."""
 ERROR_CODES = frozenset(
-    {NO_HANDLER, HANDLER_ERROR, HANDLER_TIMEOUT, NOT_SERIALIZABLE, TOO_LARGE, OVERLOADED, EXPIRED}
+    {
+        NO_HANDLER,
+        HANDLER_ERROR,
+        HANDLER_TIMEOUT,
+        NOT_SERIALIZABLE,
+        TOO_LARGE,
+        OVERLOADED,
+        EXPIRED,
+        CLOSING,
+    }
 )
 """Every error code a reply's ``code`` header may carry (readers keep unknown ones)."""
 
@@ -80,6 +93,7 @@ _TEXTS = {
     TOO_LARGE: "the reply is too large for the transport",
     OVERLOADED: "the server is overloaded",
     EXPIRED: "the request's deadline passed before it started",
+    CLOSING: "the server was closing and did not handle it",
 }
 
 _ELLIPSIS = "\u2026"

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from ._handlers import Entry
     from ._message import Message
 
-__all__ = ["ServerLog", "ServerStats"]
+__all__ = ["ClientStats", "ServerLog", "ServerStats"]
 
 
 @attrs.define
@@ -55,6 +55,33 @@ class ServerStats:
     def dropped_total(self) -> int:
         """All dropped frames and messages, whatever the reason."""
         return sum(self.dropped.values())
+
+
+@attrs.define
+class ClientStats:
+    """Counters of what a client has sent and been sent since it opened (``client.stats``).
+
+    :ivar sent: one-way messages handed to the transport (a confirmed send counts once).
+    :ivar requests: requests sent (confirmed sends included), each counted once.
+    :ivar confirmed: confirmed sends that the server confirmed.
+    :ivar resent: frames sent again for a confirmed send (a retransmitted datagram, a send
+        repeated after a reconnection or on another server).
+    :ivar unheard: one-way sends the transport reports no receiver heard (a redis ``PUBLISH``
+        that reached no subscriber): lost, and logged.
+    :ivar late: replies that matched no waiting request (it had timed out, or was answered
+        already, or its id was never sent): ignored.
+    :ivar invalid: frames sent back that were not replies: ignored, and logged.
+    :ivar members_down: times a server of ``servers=`` was found down and skipped.
+    """
+
+    sent: int = 0
+    requests: int = 0
+    confirmed: int = 0
+    resent: int = 0
+    unheard: int = 0
+    late: int = 0
+    invalid: int = 0
+    members_down: int = 0
 
 
 class ServerLog:

@@ -255,6 +255,11 @@ class ClientReceiver(Protocol):
         the core fails it at once with an error it builds (``detail`` is one line saying
         where, for example which bus had no subscriber). Unknown or finished ids are ignored."""
 
+    def unheard(self, detail: str) -> None:
+        """A one-way send reached no receiver, as far as the transport can tell (a pub/sub
+        ``PUBLISH`` that reported no subscriber): the core counts it in the client's stats
+        (``unheard``) and logs it, rate-limited. ``detail`` says where (which channel)."""
+
 
 class Listener(abc.ABC):
     """A server's open endpoint.
