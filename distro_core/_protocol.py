@@ -101,12 +101,17 @@ _ELLIPSIS = "\u2026"
 W = TypeVar("W")
 
 
-def as_request(msg: Message, reply_to: str, timeout: float | None = None) -> bytes:
+def as_request(
+    msg: Message, reply_to: str, timeout: float | None = None, confirm: bool = False
+) -> bytes:
     """Encode ``msg`` as a request: same id, headers plus ``replyTo`` and, given ``timeout``
-    (seconds), ``replyWithin`` (whole milliseconds, rounded up)."""
+    (seconds), ``replyWithin`` (whole milliseconds, rounded up); with ``confirm``, the
+    ``"confirm": true`` header of a confirmed send (docs/wire-format.md)."""
     headers = {**msg.headers, "replyTo": reply_to}
     if timeout is not None:
         headers[REPLY_WITHIN] = max(1, math.ceil(timeout * 1000))
+    if confirm:
+        headers["confirm"] = True
     return dumps({"id": msg.id, "headers": headers, "payload": msg.payload})
 
 
