@@ -19,7 +19,7 @@ the exceptions. Transport authors find the contract and its plumbing in
 
 from __future__ import annotations
 
-from ._client import Client, SyncClient
+from ._client import Client
 from ._exceptions import (
     AddressInUse,
     ConnectionError,
@@ -38,6 +38,8 @@ from ._exceptions import (
 from ._factory import Factory, create, transports
 from ._message import VERBS, Message, message, parse
 from ._server import Handler, Server, ServerStats
+from ._stats import ClientStats
+from ._sync_client import SyncClient
 from ._transports.memory import MemoryNetwork
 
 __version__ = "0.2.0"
@@ -45,6 +47,7 @@ __version__ = "0.2.0"
 __all__ = [
     "AddressInUse",
     "Client",
+    "ClientStats",
     "ConnectionError",
     "DistroError",
     "DuplicateTransport",

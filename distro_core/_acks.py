@@ -55,6 +55,9 @@ class _Sink:
     def request_failed(self, request_id: str, failure: RequestFailure, detail: str) -> None:
         pass
 
+    def unheard(self, detail: str) -> None:
+        pass
+
 
 class Acknowledger:
     """Sends the RECEIVED acknowledgements of one server over its transport.

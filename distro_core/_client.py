@@ -1,19 +1,18 @@
-"""Clients: send messages to a server and await replies, async (:class:`Client`) or blocking
-(:class:`SyncClient`). Both share the pure request/reply code in ``_protocol``."""
+"""The asyncio client (:class:`Client`): sends messages to a server, or to several, and awaits
+replies and confirmations. The pure request/reply code is in ``_protocol``; the blocking
+client is in ``_sync_client``."""
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import enum
 import logging
 import math
-import threading
-from collections import deque
-from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from . import _protocol
+from ._confirm import Retransmit
 from ._exceptions import (
     ConnectionError,
     DistroError,
@@ -24,18 +23,22 @@ from ._exceptions import (
     StateError,
 )
 from ._logging import Logger, RateLimitedLog
+from ._members import Member, Members
 from ._message import Message, parse
+from ._stats import ClientStats
 from ._transport import Connection, RequestFailure, Transport
+from ._waiting import Slots, Unanswerable, expire, explained, lost, wait
 
 if TYPE_CHECKING:
     from types import TracebackType
 
-__all__ = ["Client", "SyncClient"]
-
-T = TypeVar("T")
+__all__ = ["Client"]
 
 DEFAULT_MAX_PENDING = 10_000
 """How many requests one client lets wait for replies at once, by default."""
+
+_RESEND = frozenset({_protocol.CLOSING, _protocol.OVERLOADED})
+"""Error codes of a server that did not take a message: a confirmed send is sent again."""
 
 
 class _State(enum.Enum):
@@ -45,7 +48,7 @@ class _State(enum.Enum):
 
 
 class Client:
-    """Sends messages to one server over one transport (asyncio).
+    """Sends messages to a server (or spreads them over several) over one transport (asyncio).
 
     Make one with ``factory.client(...)`` and use it as ``async with factory.client(...) as c``
     (or :meth:`open` and :meth:`aclose`).
@@ -55,24 +58,41 @@ class Client:
     :param max_pending: how many requests may wait for replies at once; a request past it waits
         (within its own timeout) until another one ends, so a burst cannot grow memory without
         bound.
+    :param members: with ``servers=[(host, port), ...]``: one transport per server, and how each
+        is named (``transport`` is the first). Messages go to them in turn; one that cannot be
+        reached is skipped (for 0.5 s, doubled each time it is found down again, up to 5 s), and
+        a message it could not take goes to the next.
     """
 
     def __init__(
-        self, transport: Transport, *, logger: Logger, max_pending: int = DEFAULT_MAX_PENDING
+        self,
+        transport: Transport,
+        *,
+        logger: Logger,
+        max_pending: int = DEFAULT_MAX_PENDING,
+        members: Sequence[tuple[Transport, str]] | None = None,
     ) -> None:
         if type(max_pending) is not int or max_pending < 1:
             raise ValueError(f"max_pending must be a positive integer, got {max_pending!r}")
         self.transport = transport
+        self.stats = ClientStats()
+        """Counters of what this client has sent and been sent."""
+        self._members: Members | None = None
+        if members is not None:
+            transports, wheres = zip(*members, strict=True)
+            self._members = Members(transports, wheres, self, logger)
+        caps = transport.capabilities
+        self._retransmit = None if caps.reliable else Retransmit()
         self._max_pending = max_pending
-        self._slot_waiters: deque[asyncio.Future[None]] = deque()
+        self._slots = Slots(max_pending)
         self._logger = logger
         self._quiet = RateLimitedLog(logger)
         self._state = _State.UNOPENED
         self._conn: Connection | None = None
         self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]  # set by open()
         self._pending: _protocol.Pending[asyncio.Future[Any]] = _protocol.Pending()
-        self._limit = transport.capabilities.max_message_size
-        self._can_request = transport.capabilities.request_reply
+        self._limit = caps.max_message_size
+        self._can_request = caps.request_reply
 
     async def open(self) -> None:
         """Open the link to the server.
@@ -83,7 +103,10 @@ class Client:
         if self._state is not _State.UNOPENED:
             raise StateError(f"client is {self._state.value}; a client opens only once")
         self._loop = asyncio.get_running_loop()
-        self._conn = await self.transport.connect(self)
+        if self._members is None:
+            self._conn = await self.transport.connect(self)
+        else:
+            await self._members.open()
         self._state = _State.OPEN
 
     async def aclose(self) -> None:
@@ -91,9 +114,16 @@ class Client:
         if self._state is _State.CLOSED:
             return
         self._state = _State.CLOSED
-        self._fail_pending(ConnectionError(f"client for {self.transport.describe()} closed"))
+        self._fail_pending(ConnectionError(f"client for {self._describe()} closed"))
         if self._conn is not None:
             await self._conn.aclose()
+        if self._members is not None:
+            await self._members.aclose()
+
+    def _describe(self) -> str:
+        if self._members is None:
+            return self.transport.describe()
+        return f"{self.transport.name} servers {self._members.describe()}"
 
     async def __aenter__(self) -> Client:
         await self.open()
@@ -107,29 +137,67 @@ class Client:
     ) -> None:
         await self.aclose()
 
-    def _link(self) -> Connection:
-        if self._state is not _State.OPEN or self._conn is None:
+    def _check_open(self) -> None:
+        if self._state is not _State.OPEN:
             raise StateError(f"client is {self._state.value}; use 'async with factory.client()'")
-        return self._conn
 
     def _check_size(self, data: bytes) -> None:
         if self._limit is not None and len(data) > self._limit:
             raise MessageTooLarge(len(data), self._limit, self.transport.name)
 
-    async def send(self, msg: Message) -> None:
-        """Send ``msg`` one way.
+    async def send(self, msg: Message, *, confirm: bool = False, timeout: float = 5.0) -> None:
+        """Send ``msg`` one way; with ``confirm=True``, wait until the server confirms it.
 
+        A confirmed send (docs/wire-format.md, "Confirmed sends") returns once the server's
+        handlers finished without raising. Until then the client sends it again where it may
+        have been lost: over datagrams (udp) every 50 ms, doubling up to 1 s; over a connection
+        that broke, once it is made again (or on another of ``servers=``); and when the server
+        answered that it was closing or overloaded. The server recognises a message it has
+        already handled by its id and confirms it again without handling it twice (within its
+        window of recent ids: see :class:`~distro_core.Server`).
+
+        :param confirm: wait for the server's confirmation.
+        :param timeout: with ``confirm``, seconds to wait for it (a positive, finite number).
         :raises MessageTooLarge: it does not fit in one frame of this transport.
-        :raises TransportError: it could not be sent (``ConnectionError``: unreachable).
+        :raises TransportError: it could not be sent (``ConnectionError``: unreachable; with
+            ``confirm``, only once ``timeout`` has passed without a server to take it).
+        :raises RequestTimeout: with ``confirm``, not confirmed within ``timeout``.
+        :raises RemoteError: with ``confirm``, the server's handler raised or no handler took
+            it (:attr:`RemoteError.code` says which).
+        :raises DistroError: with ``confirm``, the transport has no replies to confirm with.
         """
+        if confirm:
+            await self._call(msg, timeout, True, "send")
+            return
         conn = self._conn
         if conn is None or self._state is not _State.OPEN:
-            conn = self._link()  # raises the StateError that explains what is wrong
+            self._check_open()  # raises the StateError that explains what is wrong
         if type(msg) is not Message and not isinstance(msg, Message):
             raise TypeError(f"send() takes a distro Message, got {type(msg).__name__}")
         data = msg.to_bytes()
         self._check_size(data)
-        await conn.send(data, msg)
+        if conn is None:
+            await self._send_spread(data, msg)
+        else:
+            await conn.send(data, msg)
+        self.stats.sent += 1
+
+    async def _send_spread(self, data: bytes, msg: Message) -> None:
+        """Send one way to the next member that takes it."""
+        members = self._members
+        assert members is not None
+        error: ConnectionError | None = None
+        for member in members.candidates():
+            try:
+                conn = await members.connection(member)
+                await conn.send(data, msg)
+            except ConnectionError as exc:
+                members.down(member, exc)
+                error = exc
+                continue
+            members.up(member)
+            return
+        raise ConnectionError(f"no server took message {msg.id}: {error}") from error
 
     async def request(self, msg: Message, timeout: float = 5.0) -> Message:
         """Send ``msg`` as a request and wait for the reply.
@@ -145,65 +213,157 @@ class Client:
             overloaded...: :attr:`RemoteError.code` says which.
         :raises MessageTooLarge, TransportError: as for :meth:`send`.
         """
-        conn = self._link()
-        if not isinstance(msg, Message):
-            raise TypeError(f"request() takes a distro Message, got {type(msg).__name__}")
-        if type(timeout) is not float and type(timeout) is not int:
-            raise TypeError(f"timeout must be a number of seconds, got {timeout!r}")
-        if not 0 < timeout < math.inf:
-            raise ValueError(f"timeout must be a positive finite number of seconds, got {timeout}")
-        if not self._can_request:
-            raise DistroError(f"transport {self.transport.name!r} does not support request/reply")
+        conn = self._conn
+        if conn is None:
+            answer = await self._call(msg, timeout, False, "request")
+            assert answer is not None
+            return answer
+        self._check_call(msg, timeout, "request")
+        self.stats.requests += 1
         data = _protocol.as_request(msg, conn.reply_to, timeout)
         self._check_size(data)
         loop = self._loop  # kept from open(): get_running_loop() costs a getpid system call
         if len(self._pending) >= self._max_pending:
-            timeout = await self._wait_for_slot(msg, timeout)
+            timeout = await self._slots.wait(self._loop, msg.id, timeout, self._pending)
         future: asyncio.Future[Any] = loop.create_future()
         self._pending.add(msg.id, future)
         try:
-            timer = loop.call_later(timeout, _expire, future, msg.id, timeout)
+            timer = loop.call_later(timeout, expire, future, msg.id, timeout)
             try:
                 await conn.request(data, msg)
                 reply: Message = await future
                 return reply
             finally:
                 timer.cancel()
-        except _Unanswerable as exc:
-            raise exc.error_for(msg) from None
-        except RemoteError as exc:
-            if exc.remote:
-                raise
-            # The server cut its text to fit a small request (no amplification over
-            # datagrams): say what the code means, as far as this side can tell.
-            raise RemoteError(msg.id, _protocol.error_text(exc.code, msg), exc.code) from None
+        except (Unanswerable, RemoteError) as exc:
+            raise explained(exc, msg) from None
         finally:
             self._pending.pop(msg.id)
-            if self._slot_waiters:
-                self._wake_one()
+            if self._slots.waiters:
+                self._slots.wake_one()
 
-    async def _wait_for_slot(self, msg: Message, timeout: float) -> float:
-        """Wait until fewer than ``max_pending`` requests are pending; returns the time left."""
+    def _check_call(self, msg: Message, timeout: float, what: str) -> None:
+        self._check_open()
+        if not isinstance(msg, Message):
+            raise TypeError(f"{what}() takes a distro Message, got {type(msg).__name__}")
+        if type(timeout) is not float and type(timeout) is not int:
+            raise TypeError(f"timeout must be a number of seconds, got {timeout!r}")
+        if not 0 < timeout < math.inf:
+            raise ValueError(f"timeout must be a positive finite number of seconds, got {timeout}")
+        if not self._can_request:
+            raise DistroError(
+                f"transport {self.transport.name!r} does not support request/reply"
+                + (", so it cannot confirm a send" if what == "send" else "")
+            )
+
+    async def _call(self, msg: Message, timeout: float, confirm: bool, what: str) -> Message | None:
+        """A request over ``servers=``, or a confirmed send: sent again where it may have been
+        lost (see :meth:`send`) until its reply comes or ``timeout`` passes."""
+        self._check_call(msg, timeout, what)
         loop = self._loop
+        if len(self._pending) >= self._max_pending:
+            timeout = await self._slots.wait(self._loop, msg.id, timeout, self._pending)
         deadline = loop.time() + timeout
-        while len(self._pending) >= self._max_pending:
-            left = deadline - loop.time()
-            if left <= 0:
-                raise RequestTimeout(msg.id, timeout)
-            waiter: asyncio.Future[None] = loop.create_future()
-            self._slot_waiters.append(waiter)
-            try:
-                await asyncio.wait_for(waiter, left)
-            except asyncio.TimeoutError:
-                raise RequestTimeout(msg.id, timeout) from None
-        return max(deadline - loop.time(), 1e-3)
+        self.stats.requests += 1
+        pause = 0.02  # before sending again after a broken link or a server that refused it
+        sent = False
+        member: Member | None = None
+        try:
+            while True:
+                left = deadline - loop.time()
+                if left <= 0:
+                    raise RequestTimeout(msg.id, timeout)
+                future: asyncio.Future[Any] = loop.create_future()
+                self._pending.add(msg.id, future)
+                try:
+                    conn, member, data = await self._send_request(msg, left, confirm)
+                except ConnectionError:
+                    self._pending.pop(msg.id)
+                    if not confirm or deadline - loop.time() <= pause:
+                        raise
+                    await asyncio.sleep(pause)
+                    pause = min(pause * 2, 0.5)
+                    continue
+                if sent:
+                    self.stats.resent += 1
+                sent = True
+                retransmit = self._retransmit if confirm else None
+                waits = [left] if retransmit is None else retransmit.intervals(left)
+                for pause_for in waits:
+                    if await wait(loop, future, pause_for) or loop.time() >= deadline:
+                        break
+                    try:
+                        await conn.request(data, msg)
+                    except ConnectionError:
+                        break  # sent again from the top, perhaps to another member
+                    self.stats.resent += 1
+                if not future.done():
+                    self._forget(msg.id, member)
+                    continue  # time left: the link broke; else the top raises RequestTimeout
+                try:
+                    reply: Message = future.result()
+                except ConnectionError:
+                    # The link broke after it was sent: sent again (over ``servers=``, to the
+                    # next member; a plain request may then be handled twice if its server
+                    # handled it before it died).
+                    pass
+                except RemoteError as exc:
+                    if not confirm or exc.code not in _RESEND:
+                        raise explained(exc, msg) from None
+                except Unanswerable as exc:
+                    raise explained(exc, msg) from None
+                else:
+                    if confirm:
+                        self.stats.confirmed += 1
+                    return reply
+                self._forget(msg.id, member)
+                member = None
+                left = deadline - loop.time()
+                if left > pause:
+                    await asyncio.sleep(pause)
+                    pause = min(pause * 2, 0.5)
+        finally:
+            self._forget(msg.id, member)
+            if self._slots.waiters:
+                self._slots.wake_one()
 
-    def _wake_one(self) -> None:
-        while self._slot_waiters:
-            waiter = self._slot_waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                return
+    async def _send_request(
+        self, msg: Message, left: float, confirm: bool
+    ) -> tuple[Connection, Member | None, bytes]:
+        """Send the request frame to the server, or to the next member that takes it.
+
+        :returns: the connection it went over, its member (None without ``servers=``) and
+            the frame, to send again.
+        """
+        members = self._members
+        if members is None:
+            conn = self._conn
+            assert conn is not None
+            data = _protocol.as_request(msg, conn.reply_to, left, confirm)
+            self._check_size(data)
+            await conn.request(data, msg)
+            return conn, None, data
+        error: ConnectionError | None = None
+        for member in members.candidates():
+            try:
+                conn = await members.connection(member)
+                data = _protocol.as_request(msg, conn.reply_to, left, confirm)
+                self._check_size(data)
+                member.inflight.add(msg.id)
+                await conn.request(data, msg)
+            except ConnectionError as exc:
+                member.inflight.discard(msg.id)
+                members.down(member, exc)
+                error = exc
+                continue
+            members.up(member)
+            return conn, member, data
+        raise ConnectionError(f"no server took request {msg.id}: {error}") from error
+
+    def _forget(self, msg_id: str, member: Member | None) -> None:
+        self._pending.pop(msg_id)
+        if member is not None:
+            member.inflight.discard(msg_id)
 
     # -- the ClientReceiver protocol (called by the transport) -----------------------------
 
@@ -213,11 +373,13 @@ class Client:
             msg = parse(data)
             outcome = _protocol.reply_outcome(msg)
         except MessageError as exc:
+            self.stats.invalid += 1
             self._quiet.log(
                 "invalid", logging.WARNING, "distro client: dropped invalid frame: %s", exc
             )
             return
         if outcome is None:
+            self.stats.invalid += 1
             self._quiet.log(
                 "unexpected",
                 logging.WARNING,
@@ -229,6 +391,7 @@ class Client:
         request_id, _, error = outcome
         future = self._pending.pop(request_id)
         if future is None or future.done():
+            self.stats.late += 1
             self._quiet.log(
                 "late",
                 logging.INFO,
@@ -246,127 +409,36 @@ class Client:
         :class:`distro_core.transport.ClientReceiver`)."""
         future = self._pending.pop(request_id)
         if future is not None and not future.done():
-            future.set_exception(_Unanswerable(failure, detail))
+            future.set_exception(Unanswerable(failure, detail))
+
+    def unheard(self, detail: str) -> None:
+        """A one-way send reached no receiver: count and log it (see
+        :class:`distro_core.transport.ClientReceiver`)."""
+        self.stats.unheard += 1
+        self._quiet.log(
+            "unheard", logging.WARNING, "distro client: a message reached no server: %s", detail
+        )
 
     def connection_lost(self, exc: BaseException | None) -> None:
         """The link broke; fail every waiting request (see :class:`distro_core.ClientReceiver`)."""
         if len(self._pending):
-            error = ConnectionError(f"lost the link to {self.transport.describe()}: {exc}")
-            if exc is not None:
-                error.__cause__ = exc
-            self._fail_pending(error)
+            self._fail_pending(lost(self.transport.describe(), exc))
+
+    def member_lost(self, member: Member, exc: BaseException | None) -> None:
+        """The link to one of ``servers=`` broke: fail the requests sent over it (a confirmed
+        send is sent again, to the next member) and skip it for a while."""
+        if self._state is not _State.OPEN or self._members is None:
+            return
+        self._members.down(member, exc)
+        if member.inflight:
+            error = lost(member.where, exc)
+            for request_id in list(member.inflight):
+                future = self._pending.pop(request_id)
+                if future is not None and not future.done():
+                    future.set_exception(error)
+            member.inflight.clear()
 
     def _fail_pending(self, error: BaseException) -> None:
         for future in self._pending.drain():
             if not future.done():
                 future.set_exception(error)
-
-
-class _Unanswerable(Exception):
-    """Carries a transport's ``request_failed`` to the waiting :meth:`Client.request`, which
-    builds the error with the request at hand (the hot path keeps no message per request)."""
-
-    def __init__(self, failure: RequestFailure, detail: str) -> None:
-        super().__init__(failure, detail)
-        self.failure = failure
-        self.detail = detail
-
-    def error_for(self, msg: Message) -> DistroError:
-        if self.failure is RequestFailure.NO_RECEIVER:
-            text = f"{_protocol.no_handler(msg.headers)}: {self.detail}"
-            return RemoteError(msg.id, text, _protocol.NO_HANDLER)
-        return RemoteError(msg.id, f"the request was refused: {self.detail}")
-
-
-def _expire(future: asyncio.Future[Any], msg_id: str, timeout: float) -> None:
-    if not future.done():
-        future.set_exception(RequestTimeout(msg_id, timeout))
-
-
-class SyncClient:
-    """A blocking client for scripts: the same as :class:`Client`, run on a private event loop
-    in a background thread, so it works whether or not the calling thread runs a loop.
-
-    Use it as ``with factory.sync_client(...) as client:``.
-    """
-
-    def __init__(self, make_client: Callable[[], Client]) -> None:
-        self._make_client = make_client
-        self._client: Client | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-
-    def _run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
-        if self._loop is None:
-            coro.close()
-            raise StateError("sync client is not open; use 'with factory.sync_client()'")
-        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
-        try:
-            return future.result(timeout)
-        except concurrent.futures.TimeoutError:
-            future.cancel()
-            raise
-
-    def open(self) -> None:
-        """Start the background loop and open the link.
-
-        :raises ConnectionError: the server cannot be reached.
-        """
-        if self._loop is not None:
-            raise StateError("sync client already open")
-        loop = asyncio.new_event_loop()
-        ready = threading.Event()
-
-        def serve() -> None:
-            asyncio.set_event_loop(loop)
-            loop.call_soon(ready.set)
-            loop.run_forever()
-
-        self._thread = threading.Thread(target=serve, name="distro-sync-client", daemon=True)
-        self._thread.start()
-        ready.wait()
-        self._loop = loop
-        self._client = self._make_client()
-        try:
-            self._run(self._client.open())
-        except BaseException:
-            self.close()
-            raise
-
-    def close(self) -> None:
-        """Close the link and stop the background loop. Idempotent."""
-        loop, self._loop = self._loop, None
-        if loop is None:
-            return
-        try:
-            if self._client is not None:
-                asyncio.run_coroutine_threadsafe(self._client.aclose(), loop).result(10)
-        finally:
-            loop.call_soon_threadsafe(loop.stop)
-            if self._thread is not None:
-                self._thread.join(10)
-            loop.close()
-
-    def send(self, msg: Message) -> None:
-        """Send ``msg`` one way; see :meth:`Client.send`."""
-        if self._client is None:
-            raise StateError("sync client is not open; use 'with factory.sync_client()'")
-        self._run(self._client.send(msg))
-
-    def request(self, msg: Message, timeout: float = 5.0) -> Message:
-        """Send a request and wait for its reply; see :meth:`Client.request`."""
-        if self._client is None:
-            raise StateError("sync client is not open; use 'with factory.sync_client()'")
-        return self._run(self._client.request(msg, timeout))
-
-    def __enter__(self) -> SyncClient:
-        self.open()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

@@ -8,11 +8,13 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
-from ._client import Client, SyncClient
+from ._client import Client
 from ._exceptions import PluginError
 from ._logging import Logger, check_logger
+from ._members import check_servers
 from ._registry import Registry, TransportInfo, check_transport, default_registry
 from ._server import Server
+from ._sync_client import SyncClient
 from ._transport import Transport
 
 __all__ = ["Factory", "create", "transports"]
@@ -88,21 +90,45 @@ class Factory:
         """Make a client (not yet open) for the server the options name.
 
         Options are the transport's plus the client's own: ``max_pending`` (see
-        :class:`Client`).
+        :class:`Client`) and ``servers=[(host, port), ...]``: several servers (replicas of one
+        service) instead of ``address``/``port``; messages are spread over them in turn and a
+        server that is down is skipped (point-to-point transports only: on a pub/sub bus every
+        server already hears every message, and ``group=`` shares them).
+
+        :raises TypeError: an option the transport does not know, or ``servers`` together with
+            ``address`` or ``port``.
+        :raises ValueError: a bad value.
         """
-        merged = _merge(info, options)
+        return self._make_client(_merge(info, options))
+
+    def _make_client(self, merged: dict[str, Any]) -> Client:
         own = {key: merged.pop(key) for key in _CLIENT_OPTIONS if key in merged}
-        return Client(self.transport.from_options(merged), logger=self.logger, **own)
+        if "servers" not in merged:
+            return Client(self.transport.from_options(merged), logger=self.logger, **own)
+        servers = check_servers(merged.pop("servers"))
+        both = sorted({"address", "port"} & set(merged))
+        if both:
+            raise TypeError(f"servers= names the servers: give it without {' or '.join(both)}")
+        if self.transport.capabilities.fan_out:
+            raise ValueError(
+                f"servers= spreads messages over point-to-point servers; over {self.name!r} "
+                "every server on the bus hears each message (servers share them with group=)"
+            )
+        members = [
+            (
+                self.transport.from_options({**merged, "address": host, "port": port}),
+                f"{host}:{port}",
+            )
+            for host, port in servers
+        ]
+        return Client(members[0][0], logger=self.logger, members=members, **own)
 
     def sync_client(self, info: Mapping[str, Any] | None = None, /, **options: Any) -> SyncClient:
-        """Make a blocking client (not yet open) for the server the options name."""
+        """Make a blocking client (not yet open) for the server the options name (the same
+        options as :meth:`client`)."""
         merged = _merge(info, options)
-        own = {key: merged.pop(key) for key in _CLIENT_OPTIONS if key in merged}
-        # Check the options now, not in the background thread.
-        Client(self.transport.from_options(merged), logger=self.logger, **own)
-        return SyncClient(
-            lambda: Client(self.transport.from_options(merged), logger=self.logger, **own)
-        )
+        self._make_client(dict(merged))  # check the options now, not in the background thread
+        return SyncClient(lambda: self._make_client(dict(merged)))
 
     def __repr__(self) -> str:
         return f"<distro.Factory {self.name!r}>"
