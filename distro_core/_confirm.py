@@ -24,7 +24,8 @@ class SeenWindow:
 
     :param size: ids remembered at most.
     :param max_bytes: bytes of remembered replies at most.
-    :param max_age: seconds an id is remembered.
+    :param max_age: seconds an id is remembered (from its first delivery; from its reply
+        once it has one).
     """
 
     __slots__ = ("_bytes", "_entries", "max_age", "max_bytes", "size")
@@ -33,15 +34,16 @@ class SeenWindow:
         self.size = size
         self.max_bytes = max_bytes
         self.max_age = max_age
-        # id -> (when it was handled, the reply sent, or None while its handlers run)
-        self._entries: OrderedDict[str, tuple[float, bytes | None]] = OrderedDict()
+        # id -> (when it was handled, the reply sent or None while its handlers run, the size
+        # of the frame it first came in)
+        self._entries: OrderedDict[str, tuple[float, bytes | None, int]] = OrderedDict()
         self._bytes = 0
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def begin(self, msg_id: str, now: float) -> tuple[bool, bytes | None]:
-        """A confirmed message arrived.
+    def begin(self, msg_id: str, now: float, size: int = 0) -> tuple[bool, bytes | None]:
+        """A confirmed message arrived (in a frame of ``size`` bytes).
 
         :returns: ``(True, None)`` when it is new (run its handlers, then :meth:`done`);
             ``(False, reply)`` when it was seen: ``reply`` is the answer to send again, or None
@@ -51,19 +53,27 @@ class SeenWindow:
         seen = self._entries.get(msg_id)
         if seen is not None:
             return False, seen[1]
-        self._entries[msg_id] = (now, None)
+        self._entries[msg_id] = (now, None, size)
         self._trim()
         return True, None
+
+    def first_size(self, msg_id: str) -> int:
+        """The size given to :meth:`begin` when ``msg_id`` first came; 0 if it is not known."""
+        seen = self._entries.get(msg_id)
+        return 0 if seen is None else seen[2]
 
     def done(self, msg_id: str, reply: bytes, now: float) -> None:
         """Remember the reply sent for ``msg_id`` (a repeat gets it again)."""
         old = self._entries.pop(msg_id, None)
-        if old is not None and old[1] is not None:
-            self._bytes -= len(old[1])
+        size = 0
+        if old is not None:
+            size = old[2]
+            if old[1] is not None:
+                self._bytes -= len(old[1])
         if len(reply) > self.max_bytes:
-            self._entries[msg_id] = (now, None)  # remembered as seen, the reply too large
+            self._entries[msg_id] = (now, None, size)  # remembered as seen, the reply too large
         else:
-            self._entries[msg_id] = (now, reply)
+            self._entries[msg_id] = (now, reply, size)
             self._bytes += len(reply)
         self._trim()
 
@@ -77,7 +87,7 @@ class SeenWindow:
         entries = self._entries
         cutoff = now - self.max_age
         while entries:
-            msg_id, (when, reply) = next(iter(entries.items()))
+            msg_id, (when, reply, _) = next(iter(entries.items()))
             if when >= cutoff:
                 break
             del entries[msg_id]
@@ -87,7 +97,7 @@ class SeenWindow:
     def _trim(self) -> None:
         entries = self._entries
         while entries and (len(entries) > self.size or self._bytes > self.max_bytes):
-            _, (_, reply) = entries.popitem(last=False)
+            _, (_, reply, _) = entries.popitem(last=False)
             if reply is not None:
                 self._bytes -= len(reply)
 

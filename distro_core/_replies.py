@@ -10,21 +10,28 @@ and the rules that bound them (:class:`Replies`, which the server holds).
   RECEIVED larger than its message, is not sent (counted ``amplification``). A reply carrying
   a handler's value is the handler's business (docs/security.md).
 * A reply the transport cannot send is counted ``reply_failed``.
+
+Refusing a message (:meth:`Replies.refuse`) is counting it dropped and settling its frame;
+one the closing server refuses is answered ``closing`` at once when it is a request
+(:meth:`Replies.closing`), on transports whose requests have one server (not pub/sub).
 """
 
 from __future__ import annotations
 
+import asyncio
+
 from . import _protocol
 from ._acks import Acknowledger, Failure, normalise
 from ._acks import _is_ip as is_ip
-from ._exceptions import TransportError
-from ._message import Message
+from ._exceptions import MessageError, TransportError
+from ._message import Message, new_message, parse_parts
 from ._stats import ServerLog, ServerStats
-from ._transport import Peer, Transport
+from ._transport import Outcome, Peer, Transport
 
-__all__ = ["Replies"]
+__all__ = ["Replies", "settle_unfinished"]
 
 _OVERLOADED = "the server is overloaded: its queues are full; try again later"
+_CLOSING = "the server is closing: it did not handle the request; try again, or elsewhere"
 
 
 class Replies:
@@ -36,7 +43,16 @@ class Replies:
     :param ack_any_address: see :class:`~distro_core.Server`.
     """
 
-    __slots__ = ("_any_address", "_limit", "_log", "_name", "_spoofable", "_stats", "acks")
+    __slots__ = (
+        "_answers",
+        "_any_address",
+        "_limit",
+        "_log",
+        "_name",
+        "_spoofable",
+        "_stats",
+        "acks",
+    )
 
     def __init__(
         self, transport: Transport, stats: ServerStats, log: ServerLog, ack_any_address: bool
@@ -47,6 +63,9 @@ class Replies:
         self._limit = transport.capabilities.max_message_size
         self._spoofable = not transport.capabilities.reliable
         self._any_address = ack_any_address
+        # Over pub/sub another server may take what this one refuses: it does not answer.
+        caps = transport.capabilities
+        self._answers = caps.request_reply and not caps.fan_out
         # Acknowledgements run apart from handlers: they never take a max_concurrency slot.
         self.acks = Acknowledger(transport, any_address=ack_any_address, report=self.acknowledged)
 
@@ -54,6 +73,30 @@ class Replies:
         """Answer the request ``msg`` at once: the server sheds it (code ``overloaded``)."""
         limit = len(data) if self._spoofable else self._limit
         self.send(msg, peer, _protocol.error_reply(msg, _OVERLOADED, _protocol.OVERLOADED, limit))
+
+    def refuse(self, peer: Peer, reason: str, detail: str) -> None:
+        """Drop a message before any handler ran: count and log it, and settle it: returned
+        when this server could not take it (another member may), else dropped."""
+        self._log.dropped(reason, detail)
+        if peer.settles:
+            peer.settle(Outcome.RETURNED if reason in _NOT_TAKEN else Outcome.DROPPED, reason)
+
+    def closing(self, msg: Message, peer: Peer, data: bytes, detail: str) -> None:
+        """Refuse ``msg`` (which came as ``data``): the server is closing. A request is
+        answered at once with the code ``closing`` (its sender may try again, elsewhere)."""
+        self.refuse(peer, "closing", f"message {msg.id}: {detail}")
+        if self._answers and "replyTo" in msg.headers:
+            limit = len(data) if self._spoofable else self._limit
+            self.send(msg, peer, _protocol.error_reply(msg, _CLOSING, _protocol.CLOSING, limit))
+
+    def closing_frame(self, data: bytes, peer: Peer) -> None:
+        """Refuse a frame that came while the server was closing (see :meth:`closing`)."""
+        try:
+            msg = new_message(*parse_parts(data), {}, None)
+        except MessageError:
+            self.refuse(peer, "closing", f"from {peer.host}: server is closing")
+        else:
+            self.closing(msg, peer, data, "server is closing")
 
     def send(self, msg: Message, peer: Peer, reply: bytes | None) -> None:
         """Send ``reply`` to the request ``msg`` (the server sends the common ones itself);
@@ -124,3 +167,20 @@ def _resolvable(host: str) -> bool:
     except UnicodeError:
         return False
     return True
+
+
+_NOT_TAKEN = frozenset({"closing", "overload"})
+"""Drop reasons that are this server's, not the message's: settled as RETURNED."""
+
+
+def settle_unfinished(peer: Peer, task: asyncio.Task[None]) -> None:
+    """Settle the frame a handling task was for, when the task ended before the server
+    finished the message (a done callback, added only for peers that settle)."""
+    # Cancelled by aclose's time-out (perhaps before its first step) or ended by an error of
+    # the server's own, the task never reached _finish: the handlers did not finish, so a
+    # transport with redelivery offers the frame again (without counting a failure when the
+    # server closing cut it short).
+    if task.cancelled():
+        peer.settle(Outcome.RETURNED, "closing")
+    elif task.exception() is not None:
+        peer.settle(Outcome.FAILED, f"internal error: {task.exception()!r}")

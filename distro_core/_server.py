@@ -17,6 +17,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 from . import _protocol
+from ._confirmed import Confirmed, make_window
 from ._dispatch import Bound, Handling, finish_late, outcome, run_async, run_plain
 from ._exceptions import MessageError, StateError, TransportError
 from ._handlers import Entry as _Entry
@@ -24,11 +25,11 @@ from ._handlers import Handler, HandlerTable, check_timeout
 from ._lifecycle import Lifecycle
 from ._logging import Logger
 from ._message import Message, new_message, parse_parts
-from ._replies import Replies
+from ._replies import Replies, settle_unfinished
 from ._routing import Route
 from ._scheduler import EXPIRED, STARTED, Scheduler, bounded
 from ._stats import ServerLog, ServerStats
-from ._transport import Listener, Outcome, Peer, Transport
+from ._transport import Listener, Peer, Transport
 
 __all__ = ["Handler", "Server", "ServerStats"]
 
@@ -73,6 +74,11 @@ class Server(HandlerTable, Lifecycle):
     :param close_timeout: how long :meth:`aclose` waits for handlers in flight.
     :param ack_any_address: send RECEIVED to any ``address``/``port`` a header names; by
         default only to the sender's own source address (see docs/security.md).
+    :param confirm_window: how many ids of confirmed requests (``"confirm": true``) the
+        server remembers, so that a repeat is answered with the first reply instead of being
+        handled again (``_confirmed``); 0: none.
+    :param confirm_window_bytes: the most bytes of remembered replies.
+    :param confirm_window_age: how many seconds an id is remembered.
     """
 
     def __init__(
@@ -85,6 +91,9 @@ class Server(HandlerTable, Lifecycle):
         handler_timeout: float | None = None,
         close_timeout: float = 5.0,
         ack_any_address: bool = False,
+        confirm_window: int = 10_000,
+        confirm_window_bytes: int = 8 << 20,
+        confirm_window_age: float = 60.0,
     ) -> None:
         caps = transport.capabilities
         # Over pub/sub (fan_out) the one peer is the bus, every sender at once: no shares.
@@ -92,6 +101,7 @@ class Server(HandlerTable, Lifecycle):
         if not close_timeout >= 0:
             raise ValueError(f"close_timeout must be >= 0, got {close_timeout!r}")
         self._handler_timeout = check_timeout(handler_timeout, "handler_timeout")
+        window = make_window(confirm_window, confirm_window_bytes, confirm_window_age)
         super().__init__()
         self.transport = transport
         self._max_concurrency = max_concurrency
@@ -118,6 +128,8 @@ class Server(HandlerTable, Lifecycle):
         self._log = ServerLog(self.stats, logger)
         self._replies = Replies(transport, self.stats, self._log, ack_any_address)
         self._acks = self._replies.acks
+        self._refuse = self._replies.refuse
+        self._confirmed = Confirmed(window, self.stats, self._log, self._spoofable)
         # One bound method for every dispatch, not one made per message.
         self._failed = self._log.handler_failed
         self._bound: Bound | None = None
@@ -164,18 +176,19 @@ class Server(HandlerTable, Lifecycle):
             raise
 
     async def aclose(self) -> None:
-        """Close gracefully: stop reading, let handlers in flight finish (for at most
-        ``close_timeout`` seconds, then cancel them), then close the sockets. Idempotent."""
+        """Close gracefully: refuse new messages (a request is answered ``closing`` at once),
+        let handlers in flight finish (for at most ``close_timeout`` seconds, then cancel
+        them), then close the sockets. Idempotent."""
         if self._state is not _State.OPEN:
             self._state = _State.CLOSED if self._state is _State.UNOPENED else self._state
             return
         self._state = _State.CLOSING
         listener = self._listener
         assert listener is not None
-        listener.pause_reading()
-        for job in self._sched.drain():
+        # Reading goes on (unless paused for back-pressure): what comes is refused at once.
+        for msg, _, _, peer, data in self._sched.drain():
             self._unstarted -= 1
-            self._refuse(job[3], "closing", "server closed before the message's turn came")
+            self._replies.closing(msg, peer, data, "server closed before the message's turn came")
         if self._tasks:
             _, pending = await asyncio.wait(set(self._tasks), timeout=self._close_timeout)
             for task in pending:
@@ -193,12 +206,13 @@ class Server(HandlerTable, Lifecycle):
         """Take one frame from the transport (see :class:`distro_core.Receiver`)."""
         self.stats.received += 1
         if self._state is not _OPEN:
-            self._refuse(peer, "closing", "server is closing")
+            self._replies.closing_frame(data, peer)
             return
         try:
             self._dispatch(data, peer)
         except Exception as exc:  # the server's own bug: never the transport's problem
             self._log.internal_error(exc)
+            self._confirmed.abandon(data)
 
     def frame_dropped(self, reason: str, detail: str) -> None:
         """Count and log a frame the transport dropped (see :class:`distro_core.Receiver`)."""
@@ -212,6 +226,11 @@ class Server(HandlerTable, Lifecycle):
         except MessageError as exc:
             self._refuse(peer, "invalid", f"from {peer.host}: {exc}")
             return
+        if "confirm" in headers:  # a confirmed send: its repeats are not handled again
+            confirming = self._confirmed.begin(id, headers, peer, data)
+            if confirming is None:
+                return
+            peer = confirming
         route, params = self._router.match(headers.get("verb"), headers["uri"])
         msg = new_message(id, headers, payload, params or {}, None)  # never share the empty dict
         if route is None:
@@ -357,8 +376,12 @@ class Server(HandlerTable, Lifecycle):
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
         if peer.settles:
-            task.add_done_callback(functools.partial(_settle_unfinished, peer))
-        if self._sched.running >= self._max_concurrency and not self._paused:
+            task.add_done_callback(functools.partial(settle_unfinished, peer))
+        if (
+            self._sched.running >= self._max_concurrency
+            and not self._paused
+            and self._state is _OPEN
+        ):
             self._paused = True
             if self._listener is not None:
                 self._listener.pause_reading()
@@ -371,25 +394,3 @@ class Server(HandlerTable, Lifecycle):
             self._log.internal_error(task.exception())
         if self._state is _OPEN and (self._paused or self._sched.queued):
             self._advance()
-
-    def _refuse(self, peer: Peer, reason: str, detail: str) -> None:
-        """Drop a message before any handler ran: count and log it, and settle it: returned
-        when this server could not take it (another member may), else dropped."""
-        self._log.dropped(reason, detail)
-        if peer.settles:
-            peer.settle(Outcome.RETURNED if reason in _NOT_TAKEN else Outcome.DROPPED, reason)
-
-
-_NOT_TAKEN = frozenset({"closing", "overload"})
-"""Drop reasons that are this server's, not the message's: settled as RETURNED."""
-
-
-def _settle_unfinished(peer: Peer, task: asyncio.Task[None]) -> None:
-    # Cancelled by aclose's time-out (perhaps before its first step) or ended by an error of
-    # the server's own, the task never reached _finish: the handlers did not finish, so a
-    # transport with redelivery offers the frame again (without counting a failure when the
-    # server closing cut it short).
-    if task.cancelled():
-        peer.settle(Outcome.RETURNED, "closing")
-    elif task.exception() is not None:
-        peer.settle(Outcome.FAILED, f"internal error: {task.exception()!r}")

@@ -28,18 +28,24 @@ class ServerStats:
     :ivar dropped: frames, messages, replies and acknowledgements dropped, by reason. Frames
         and messages: ``invalid``, ``no_route``, ``overload`` (shed: the server's queues were
         full; a request is answered ``overloaded``), ``expired`` (a queued request whose
-        caller's deadline passed), ``closing``, ``internal`` (the server's own error), and the
-        transports' (``too_large``, ``truncated``...). Replies and acknowledgements not sent:
-        ``reply_failed``, ``invalid_reply_to`` (a request whose ``replyTo`` is not text),
-        ``amplification`` (an error reply or RECEIVED that would have been larger than the
-        datagram that asked for it), ``ack_refused``, ``ack_failed``, ``ack_timeout``,
+        caller's deadline passed), ``closing`` (it came, or still waited for its turn, while
+        the server closed; a request is answered ``closing``), ``internal`` (the server's own
+        error), and the transports' (``too_large``, ``truncated``...). Replies and
+        acknowledgements not sent: ``reply_failed``, ``invalid_reply_to`` (a request whose
+        ``replyTo`` is not text), ``amplification`` (an error reply or RECEIVED that would have
+        been larger than the datagram that asked for it; a cached reply to a repeat shorter
+        than the first delivery), ``ack_refused``, ``ack_failed``, ``ack_timeout``,
         ``ack_overload``.
     :ivar handler_errors: handler calls that raised.
     :ivar handler_timeouts: async handler calls cancelled at their deadline.
     :ivar cancelled: handler runs cancelled when ``aclose`` gave up waiting for them: their
         messages were neither handled nor dropped.
-    :ivar replies_sent: replies (and error replies) sent to requests.
+    :ivar replies_sent: replies (and error replies) sent to requests, a reply sent again to a
+        repeat included.
     :ivar acks_sent: RECEIVED acknowledgements sent.
+    :ivar repeats: confirmed requests (``"confirm": true``) that came again while this server
+        remembered their id: no handler ran; the reply the first got was sent again, or
+        nothing while the first was still being handled.
     """
 
     received: int = 0
@@ -50,6 +56,7 @@ class ServerStats:
     cancelled: int = 0
     replies_sent: int = 0
     acks_sent: int = 0
+    repeats: int = 0
 
     @property
     def dropped_total(self) -> int:
