@@ -177,27 +177,11 @@ class Client:
         data = msg.to_bytes()
         self._check_size(data)
         if conn is None:
-            await self._send_spread(data, msg)
+            assert self._members is not None
+            await self._members.send(data, msg)
         else:
             await conn.send(data, msg)
         self.stats.sent += 1
-
-    async def _send_spread(self, data: bytes, msg: Message) -> None:
-        """Send one way to the next member that takes it."""
-        members = self._members
-        assert members is not None
-        error: ConnectionError | None = None
-        for member in members.candidates():
-            try:
-                conn = await members.connection(member)
-                await conn.send(data, msg)
-            except ConnectionError as exc:
-                members.down(member, exc)
-                error = exc
-                continue
-            members.up(member)
-            return
-        raise ConnectionError(f"no server took message {msg.id}: {error}") from error
 
     async def request(self, msg: Message, timeout: float = 5.0) -> Message:
         """Send ``msg`` as a request and wait for the reply.
@@ -339,26 +323,15 @@ class Client:
         if members is None:
             conn = self._conn
             assert conn is not None
-            data = _protocol.as_request(msg, conn.reply_to, left, confirm)
-            self._check_size(data)
+            data = self._encode(msg, conn.reply_to, left, confirm)
             await conn.request(data, msg)
             return conn, None, data
-        error: ConnectionError | None = None
-        for member in members.candidates():
-            try:
-                conn = await members.connection(member)
-                data = _protocol.as_request(msg, conn.reply_to, left, confirm)
-                self._check_size(data)
-                member.inflight.add(msg.id)
-                await conn.request(data, msg)
-            except ConnectionError as exc:
-                member.inflight.discard(msg.id)
-                members.down(member, exc)
-                error = exc
-                continue
-            members.up(member)
-            return conn, member, data
-        raise ConnectionError(f"no server took request {msg.id}: {error}") from error
+        return await members.request(msg, lambda to: self._encode(msg, to, left, confirm))
+
+    def _encode(self, msg: Message, reply_to: str, left: float, confirm: bool) -> bytes:
+        data = _protocol.as_request(msg, reply_to, left, confirm)
+        self._check_size(data)
+        return data
 
     def _forget(self, msg_id: str, member: Member | None) -> None:
         self._pending.pop(msg_id)

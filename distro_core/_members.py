@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ._exceptions import ConnectionError
@@ -18,6 +18,7 @@ from ._transport import Connection, RequestFailure, Transport
 
 if TYPE_CHECKING:
     from ._client import Client
+    from ._message import Message
 
 __all__ = ["FIRST_BACKOFF", "LONGEST_BACKOFF", "Member", "Members", "check_servers"]
 
@@ -185,6 +186,49 @@ class Members:
             error,
         )
         member.backoff = min(member.backoff * 2, LONGEST_BACKOFF)
+
+    async def send(self, data: bytes, msg: Message) -> None:
+        """Send one way to the next member that takes it.
+
+        :raises ConnectionError: none of them took it.
+        """
+        error: ConnectionError | None = None
+        for member in self.candidates():
+            try:
+                conn = await self.connection(member)
+                await conn.send(data, msg)
+            except ConnectionError as exc:
+                self.down(member, exc)
+                error = exc
+                continue
+            self.up(member)
+            return
+        raise ConnectionError(f"no server took message {msg.id}: {error}") from error
+
+    async def request(
+        self, msg: Message, encode: Callable[[str], bytes]
+    ) -> tuple[Connection, Member, bytes]:
+        """Send a request to the next member that takes it.
+
+        :param encode: makes the frame for a connection's ``reply_to``.
+        :returns: the connection it went over, its member and the frame (to send again).
+        :raises ConnectionError: none of them took it.
+        """
+        error: ConnectionError | None = None
+        for member in self.candidates():
+            try:
+                conn = await self.connection(member)
+                data = encode(conn.reply_to)
+                member.inflight.add(msg.id)
+                await conn.request(data, msg)
+            except ConnectionError as exc:
+                member.inflight.discard(msg.id)
+                self.down(member, exc)
+                error = exc
+                continue
+            self.up(member)
+            return conn, member, data
+        raise ConnectionError(f"no server took request {msg.id}: {error}") from error
 
     @staticmethod
     def up(member: Member) -> None:
