@@ -132,3 +132,18 @@ def test_servers_is_refused_on_a_bus() -> None:
         pytest.skip("distro-redis is not installed")
     with pytest.raises(ValueError, match="group="):
         factory.client(servers=[("127.0.0.1", 6379)])
+
+
+async def test_zmq_messages_are_spread_over_the_servers() -> None:
+    try:
+        factory = distro.create("zmq")
+    except distro.TransportNotFound:
+        pytest.skip("distro-zmq is not installed")
+    log: dict[int, list[Any]] = {}
+    async with counting(factory, log, 0) as a, counting(factory, log, 1) as b:  # noqa: SIM117
+        async with factory.client(servers=[a.address, b.address]) as client:
+            for n in range(20):
+                await client.send(order(n), confirm=True, timeout=5)
+            answers = {(await client.request(order(n), timeout=5)).payload for n in range(2)}
+    assert len(log[0]) == len(log[1]) == 11, log
+    assert answers == {"server 0", "server 1"}
