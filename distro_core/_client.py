@@ -166,21 +166,31 @@ class Client:
             it (:attr:`RemoteError.code` says which).
         :raises DistroError: with ``confirm``, the transport has no replies to confirm with.
         """
-        if confirm:
-            await self._call(msg, timeout, True, "send")
-            return
         conn = self._conn
-        if conn is None or self._state is not _State.OPEN:
-            self._check_open()  # raises the StateError that explains what is wrong
+        if conn is None or confirm or self._state is not _State.OPEN:
+            await self._send_other(msg, confirm, timeout)
+            return
         if type(msg) is not Message and not isinstance(msg, Message):
             raise TypeError(f"send() takes a distro Message, got {type(msg).__name__}")
         data = msg.to_bytes()
+        limit = self._limit
+        if limit is not None and len(data) > limit:
+            raise MessageTooLarge(len(data), limit, self.transport.name)
+        await conn.send(data, msg)
+        self.stats.sent += 1
+
+    async def _send_other(self, msg: Message, confirm: bool, timeout: float) -> None:
+        """A confirmed send, a send over ``servers=``, or a send on a client not open."""
+        if confirm:
+            await self._call(msg, timeout, True, "send")
+            return
+        self._check_open()  # raises the StateError that explains what is wrong
+        if not isinstance(msg, Message):
+            raise TypeError(f"send() takes a distro Message, got {type(msg).__name__}")
+        data = msg.to_bytes()
         self._check_size(data)
-        if conn is None:
-            assert self._members is not None
-            await self._members.send(data, msg)
-        else:
-            await conn.send(data, msg)
+        assert self._members is not None
+        await self._members.send(data, msg)
         self.stats.sent += 1
 
     async def request(self, msg: Message, timeout: float = 5.0) -> Message:
