@@ -3,7 +3,8 @@
 The sender builds each message with ``distro.message(...)`` (a fresh id each time) and awaits
 ``client.send``; the receiver is a server with one ``POST`` route whose plain handler counts the
 message (the core has decoded and routed it by then). Request/reply: a plain handler returns
-the payload; the client awaits ``client.request``.
+the payload; the client awaits ``client.request``. Confirmed sends: tasks awaiting
+``client.send(msg, confirm=True)``, a server counting each message by id.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from harness import (
     Shared,
     payload,
     receiver_report,
+    request_loop,
     rr_phases,
+    rr_report,
     socket_buffers,
     wait_done,
     wait_stop,
@@ -138,5 +141,80 @@ def client(params: dict[str, Any], address: Any, shared: Shared, results: Any) -
                     timeouts += 1
 
             return await rr_phases(request, params, lambda: timeouts)
+
+    results.put(("sender", asyncio.run(main())))
+
+
+# -- confirmed sends (distro only) --------------------------------------------------------------
+
+
+def confirm_server(params: dict[str, Any], shared: Shared, results: Any) -> None:
+    """The server of the confirmed-send scenario: one ``POST`` route whose plain handler counts
+    each message by id (a second run of one id would be a duplicate), until the parent stops it."""
+
+    async def main() -> None:
+        factory = distro.create(params["transport"])
+        server = factory.server(**server_options(params["transport"], params))
+        counter = Counter(shared)
+        hit = counter.hit
+        seen: set[str] = set()
+        twice = 0
+
+        @server.post(params["uri"])
+        def on_message(msg: distro.Message) -> None:
+            nonlocal twice
+            if msg.id in seen:
+                twice += 1
+            seen.add(msg.id)
+            hit()
+
+        async with server:
+            results.put(("ready", _address(server)))
+            await wait_stop(shared, time.perf_counter() + params["timeout"])
+            stats = server.stats
+            report = {
+                "handled": counter.n,
+                "handled_twice": twice,
+                "repeats": stats.repeats,
+                "dropped": dict(stats.dropped),
+            }
+        results.put(("receiver", report))
+
+    asyncio.run(main())
+
+
+def confirm_sender(params: dict[str, Any], address: Any, shared: Shared, results: Any) -> None:
+    """``confirm_outstanding`` tasks each awaiting ``client.send(msg, confirm=True)`` in turn,
+    after a warm-up; the rate is sends confirmed per second."""
+
+    async def main() -> dict[str, Any]:
+        name = params["transport"]
+        factory = distro.create(name)
+        message = distro.message
+        headers = {"uri": params["uri"], "verb": "POST"}
+        failed: dict[str, int] = {}
+        async with factory.client(**client_options(name, address, params)) as client:
+            send_ = client.send
+
+            async def send(seq: int) -> None:
+                try:
+                    await send_(message(headers, payload(seq)), confirm=True, timeout=5.0)
+                except distro.DistroError as exc:
+                    kind = type(exc).__name__
+                    failed[kind] = failed.get(kind, 0) + 1
+
+            await request_loop(send, params["warmup"], 10.0, 1)
+            done, elapsed, rtts = await request_loop(
+                send, params["count"], params["seconds"], params["confirm_outstanding"]
+            )
+            stats = client.stats
+            return rr_report(
+                done,
+                elapsed,
+                rtts,
+                failed=failed,
+                resent=stats.resent,
+                confirmed=stats.confirmed,
+            )
 
     results.put(("sender", asyncio.run(main())))

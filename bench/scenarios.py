@@ -25,6 +25,8 @@ class Impl:
     label: str
     oneway: tuple[Callable[..., None], Callable[..., None]] | None = None
     rr: tuple[Callable[..., None], Callable[..., None]] | None = None
+    confirm: tuple[Callable[..., None], Callable[..., None]] | None = None
+    """Confirmed sends (``client.send(msg, confirm=True)``): distro only."""
     missing: str | None = None
     """Why this implementation cannot run here (shown instead of numbers), or None."""
     params: dict[str, Any] = field(default_factory=dict)
@@ -68,7 +70,26 @@ class Table:
                 Row("rr:p99", "req/reply p99 µs (1 in flight)", "µs", False),
                 Row("rr:rate", "req/reply msg/s (32 in flight)", "msg/s", True),
             ]
+        if any(i.confirm for i in self.impls):
+            rows += [
+                Row(
+                    "confirm:rate",
+                    f"confirmed send msg/s ({CONFIRM_IN_FLIGHT} in flight)",
+                    "msg/s",
+                    True,
+                ),
+                Row(
+                    "confirm:p50",
+                    f"confirmed send p50 µs ({CONFIRM_IN_FLIGHT} in flight)",
+                    "µs",
+                    False,
+                ),
+            ]
         return rows
+
+
+CONFIRM_IN_FLIGHT = 64
+"""Confirmed sends awaited at once in the confirmed-send rows."""
 
 
 def _have(module: str) -> bool:
@@ -83,6 +104,9 @@ def _distro_impl(name: str) -> Impl:
         "distro",
         oneway=(distro_side.receiver, distro_side.sender),
         rr=(distro_side.echo_server, distro_side.client),
+        confirm=(distro_side.confirm_server, distro_side.confirm_sender)
+        if name in ("udp4", "udp6", "tcp")
+        else None,
         params={"transport": name},
     )
 
@@ -123,12 +147,22 @@ def _udp(name: str) -> Table:
         "delivered rate and the loss are reported; window 128: the sender stays at most 128 "
         "messages ahead of the receiver's count (shared memory), the same for all"
     )
+    table.remarks.append(CONFIRM_REMARK)
     table.remarks.append(
         "raw asyncio+orjson uses asyncio's DatagramProtocol, which reads one datagram per "
         "wake-up into a fresh 256 KiB buffer; raw add_reader+orjson reads the socket itself "
         "and drains every queued datagram per wake-up, as distro's udp transport does"
     )
     return table
+
+
+CONFIRM_REMARK = (
+    f"confirmed send: distro only, {CONFIRM_IN_FLIGHT} tasks each awaiting "
+    "client.send(msg, confirm=True, timeout=5) in turn (the server confirms once its handler "
+    "ran; over udp the client sends again after 50 ms, doubling, until confirmed); the raw "
+    "baselines have no confirmed send (the nearest is their request/reply row), so compare "
+    "it with distro's own one-way and request/reply rows of the same run"
+)
 
 
 def _tcp(name: str) -> Table:
@@ -140,12 +174,14 @@ def _tcp(name: str) -> Table:
         rr=(raw_tcp.echo_server, raw_tcp.client),
         params={"host": harness.HOST4},
     )
-    return Table(
+    table = Table(
         name,
         f"{name}: distro vs asyncio Protocol, newline-delimited JSON + orjson",
         [_distro_impl(name), raw],
         [("", {"window": None})],
     )
+    table.remarks.append(CONFIRM_REMARK)
+    return table
 
 
 def _zmq(name: str) -> Table:
@@ -299,6 +335,12 @@ def measure(table: Table, sizes: dict[str, Any], log: Callable[[str], None]) -> 
                 params = {**sizes, **impl.params, **inherited, "uri": uris[impl.label]}
                 params.update(server=True, label="rr")
                 _cell(table, impl, "rr", _rr, impl, params, table)
+        for impl in runnable:
+            if impl.confirm:
+                log(f"  {table.name} {impl.label}: confirmed sends{suffix} ...")
+                params = {**sizes, **impl.params, **inherited, "uri": uris[impl.label]}
+                params.update(server=True, label="confirm", confirm_outstanding=CONFIRM_IN_FLIGHT)
+                _cell(table, impl, "confirm:rate", _confirm, impl, params, table)
 
 
 def _best(table: Table, label: str, key: str, value: float, higher_is_better: bool) -> bool:
@@ -352,3 +394,20 @@ def _rr(impl: Impl, params: dict[str, Any], table: Table) -> None:
         table.notes[(impl.label, "rr:rate")] = f"{many['done']:,} requests"
         if got.get("lost"):
             table.notes[(impl.label, "rr:rate")] += f", {got['lost']} timed out"
+
+
+def _confirm(impl: Impl, params: dict[str, Any], table: Table) -> None:
+    assert impl.confirm is not None
+    server, sender = impl.confirm
+    timeout = params["seconds"] * 4 + 40
+    got = harness.run_pair(server, sender, {**params, "timeout": timeout}, timeout)
+    if _best(table, impl.label, "confirm:rate", got["rate"], True):
+        note = (
+            f"{got['done']:,} confirmed; frames re-sent {got['resent']:,}, "
+            f"repeats answered from the server's window {got['repeats']:,}, "
+            f"handled twice {got['handled_twice']:,}"
+        )
+        if got["failed"]:
+            note += ", failed: " + ", ".join(f"{k} {v:,}" for k, v in got["failed"].items())
+        table.notes[(impl.label, "confirm:rate")] = note
+    _best(table, impl.label, "confirm:p50", got["p50"], False)
