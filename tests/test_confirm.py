@@ -50,3 +50,23 @@ def test_retransmit_backs_off_and_ends_at_the_deadline() -> None:
     assert waits[:4] == [0.05, 0.1, 0.2, 0.4]
     assert abs(sum(waits) - 1.0) < 1e-9
     assert max(waits) <= 0.4
+
+
+def test_the_window_keeps_the_size_of_the_first_delivery() -> None:
+    window = SeenWindow()
+    window.begin("a", 0.0, 140)
+    assert window.begin("a", 0.1, 20) == (False, None)
+    assert window.first_size("a") == 140
+    window.done("a", b"reply", 0.2)
+    assert window.first_size("a") == 140  # kept with the reply
+    assert window.first_size("unknown") == 0
+    window.forget("a")
+    assert window.first_size("a") == 0
+
+
+def test_an_entry_ages_from_its_reply_not_from_its_first_delivery() -> None:
+    window = SeenWindow(max_age=1.0)
+    window.begin("a", 0.0)
+    window.done("a", b"r", 0.9)  # the handlers took 0.9 s
+    assert window.begin("a", 1.5) == (False, b"r")
+    assert window.begin("a", 2.0) == (True, None)

@@ -219,3 +219,69 @@ def test_the_javascript_fields_are_what_json_stringify_writes() -> None:
     # canonical bytes exactly: distro is byte-compatible with it.
     same = [case["name"] for case in VALID if case["javascript"] == case["canonical"]]
     assert len(same) >= 35
+
+
+# -- confirmed sends (valid/confirm.json): what distro writes and how its server reads them -----
+
+CONFIRM = {case["name"]: case for case in VALID if case["file"] == "valid/confirm.json"}
+
+
+def test_the_confirmed_request_vectors_are_what_a_distro_client_writes() -> None:
+    from distro_core import _protocol
+
+    assert len(CONFIRM) == 6
+    for name in ("confirmed-request", "confirmed-request-tcp"):
+        case = CONFIRM[name]
+        own = {k: v for k, v in case["headers"].items() if k in ("uri", "verb")}
+        msg = distro.message(own, case["payload"], id=case["id"])
+        written = _protocol.as_request(msg, case["headers"]["replyTo"], 5.0, confirm=True)
+        assert written == case["canonical"].encode("utf-8"), name
+
+
+def test_the_closing_reply_vectors_are_what_a_distro_server_writes() -> None:
+    from distro_core import _protocol, _replies
+
+    request = distro.parse(CONFIRM["confirmed-request"]["canonical"])
+    full, compact = CONFIRM["error-reply-closing"], CONFIRM["error-reply-closing-compact"]
+    assert full["headers"]["error"] == _replies._CLOSING
+    data = _protocol.error_reply(request, _replies._CLOSING, _protocol.CLOSING)
+    assert data is not None
+    written = distro.parse(data)
+    assert (written.headers, written.payload) == (full["headers"], full["payload"])
+    # Cut to fit the compact vector's size, it is the vector but for its random 8-character id.
+    limit = len(compact["input"].encode("utf-8"))
+    cut = _protocol.error_reply(request, _replies._CLOSING, _protocol.CLOSING, limit)
+    assert cut is not None and len(cut) == limit
+    assert distro.parse(cut).headers == compact["headers"]
+    assert cut.replace(cut[7:15], compact["id"].encode("ascii")) == compact["input"].encode()
+
+
+async def test_a_distro_server_handles_the_confirmed_vector_once_and_the_others_each_time() -> None:
+    from distro_core import transport as kit
+
+    class Peer(kit.Peer):
+        def __init__(self) -> None:
+            super().__init__("127.0.0.1")
+            self.replies: list[bytes] = []
+
+        def send(self, data: bytes, reply_to: str) -> None:
+            self.replies.append(data)
+
+    factory = distro.create("memory")
+    server = factory.server(port=0)
+    calls: list[str] = []
+    server.post("/orders", lambda msg: calls.append(msg.headers["replyTo"]))
+    await server.start()
+    try:
+        peer = Peer()
+        for name in ("confirmed-request", "confirmed-request", "request-confirm-false") * 2:
+            server.frame_received(CONFIRM[name]["input"].encode("utf-8"), peer)
+    finally:
+        await server.aclose()
+    assert calls == ["udp4:127.0.0.1:53211", "tcp", "tcp"]
+    assert server.stats.repeats == 3
+    replies = peer.replies
+    assert len(replies) == 6 and len(set(replies)) == 3
+    assert replies[0] == replies[1] == replies[3] == replies[4]  # the repeats: the same bytes
+    first = distro.parse(replies[0])
+    assert first.headers == CONFIRM["confirmation"]["headers"] and first.payload is None
