@@ -22,6 +22,7 @@ Two kinds of link:
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -138,6 +139,14 @@ class _Link(asyncio.Protocol):
         await _disconnect(self._conn)
 
 
+_RUNS_TRIMMED_AT = 64
+"""A publisher forgets the channels of answered PUBLISHes once it has this many runs."""
+
+
+def _first(run: tuple[int, bytes]) -> int:
+    return run[0]
+
+
 class Publisher(_Link):
     """A link that publishes: PUBLISH commands written in batches, replies counted.
 
@@ -160,14 +169,43 @@ class Publisher(_Link):
         self.error: str | None = None
         self.unheard = 0
         """PUBLISHes nobody watched that Redis answered 0: no subscriber received them."""
-        self.on_unheard: Callable[[int], None] | None = None
-        """Called with how many more PUBLISHes reached no subscriber (one call per read)."""
+        self.on_unheard: Callable[[bytes, int], None] | None = None
+        """Called with a channel and how many more PUBLISHes to it reached no subscriber (one
+        call per channel per read)."""
+        # Which channel an unanswered PUBLISH went to, at the cost of one identity test per
+        # PUBLISH: (number of the first PUBLISH, head) for each run of PUBLISHes with the same
+        # head, from the run Redis answers next on.
+        self._runs: list[tuple[int, bytes]] = []
+        self._last_head = b""
 
     def publish(self, head: bytes, data: bytes) -> None:
         """Queue ``PUBLISH`` of ``data`` (``head`` from :func:`~._resp.publish_head`); it is
         written with everything else queued in this loop iteration."""
         self._write_parts((head, b"$%d\r\n" % len(data), data, CRLF), len(data))
         self.sent += 1
+        if head is not self._last_head:
+            self._new_run(head)
+
+    def _new_run(self, head: bytes) -> None:
+        self._last_head = head
+        runs = self._runs
+        if len(runs) >= _RUNS_TRIMMED_AT:
+            # Forget the runs Redis has answered all of: keep the one its next answer is in.
+            current = bisect.bisect_right(runs, self.answered + 1, key=_first) - 1
+            if current > 0:
+                del runs[:current]
+        runs.append((self.sent, head))
+
+    def channel_of(self, number: int) -> bytes:
+        """The channel the ``number``-th PUBLISH (counting from 1) on this link went to, if
+        Redis has not answered it before the last one that started a new run (``b"?"`` when
+        not known)."""
+        index = bisect.bisect_right(self._runs, number, key=_first) - 1
+        if index < 0:
+            return b"?"
+        # A head is "*3\r\n$7\r\nPUBLISH\r\n$<n>\r\n<channel>\r\n".
+        parts = self._runs[index][1].split(CRLF, 4)
+        return parts[4][:-2] if len(parts) == 5 else b"?"
 
     def watch(self, callback: Callable[[int | str], None]) -> None:
         """Call ``callback`` with Redis's reply to the last PUBLISH queued: the number of
@@ -246,24 +284,35 @@ class Publisher(_Link):
         if self._watchers or b"-" in data:
             self._replies(data.split(b"\r\n")[:-1])
         else:
+            before = self.answered
             self.answered += data.count(b"\n")
             if b":0\r" in data:  # a one-way PUBLISH no subscriber received (rare)
-                self._unheard(data.split(b"\r\n").count(b":0"))
+                lines = data.split(CRLF)
+                self._unheard([before + i + 1 for i, line in enumerate(lines) if line == b":0"])
         if self._settlers and self.answered >= self.sent:
             self._settled()
 
-    def _unheard(self, count: int) -> None:
-        if count:
-            self.unheard += count
-            if self.on_unheard is not None:
-                try:
-                    self.on_unheard(count)
-                except Exception:
-                    log.exception("redis transport: an unheard-PUBLISH callback failed")
+    def _unheard(self, numbers: list[int]) -> None:
+        """Count the PUBLISHes with these numbers that reached no subscriber and report them,
+        per channel, to :attr:`on_unheard`."""
+        if not numbers:
+            return
+        self.unheard += len(numbers)
+        if self.on_unheard is None:
+            return
+        channels: dict[bytes, int] = {}
+        for number in numbers:
+            channel = self.channel_of(number)
+            channels[channel] = channels.get(channel, 0) + 1
+        for channel, count in channels.items():
+            try:
+                self.on_unheard(channel, count)
+            except Exception:
+                log.exception("redis transport: an unheard-PUBLISH callback failed")
 
     def _replies(self, lines: list[bytes]) -> None:
         watchers = self._watchers
-        unheard = 0
+        unheard: list[int] = []
         for line in lines:
             self.answered += 1
             value: int | str
@@ -291,7 +340,7 @@ class Publisher(_Link):
                 # reports it.
                 self.error = refused
             elif value == 0:
-                unheard += 1
+                unheard.append(self.answered)
         self._unheard(unheard)
 
 

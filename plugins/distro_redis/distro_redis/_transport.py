@@ -11,7 +11,8 @@
 * A client (:class:`RedisConnection`) holds a publisher and a subscriber for its own reply
   channel, whose name is its ``reply_to``. Redis answers each PUBLISH with the number of
   subscribers that got it: a request nobody got, or one Redis refused, is reported to the core
-  (``request_failed``) at once instead of waiting for its time-out.
+  (``request_failed``) at once instead of waiting for its time-out; a one-way send nobody got
+  is reported too (``unheard``, naming its channel): the client counts it in its stats.
 * Servers reconnect and resubscribe by themselves after Redis restarts; a client reconnects on
   its next send, which fails with :class:`distro.ConnectionError` while Redis is unreachable.
 """
@@ -43,10 +44,6 @@ CLAIM_TRIES = 16
 
 RECONNECT_DELAYS = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
 """Back-off between a server's reconnection attempts; the last repeats until it succeeds."""
-
-UNHEARD_LOG_EVERY = 10.0
-"""Seconds between two log lines about sends that reached no subscriber (per client)."""
-
 
 _CACHE_LIMIT = 4096
 
@@ -335,8 +332,6 @@ class RedisConnection(kit.Connection):
         self._reconnecting: asyncio.Task[Publisher] | None = None
         self._closed = False
         self._unheard_before = 0  # of publishers this connection replaced
-        self._unheard_logged = 0
-        self._unheard_at = -UNHEARD_LOG_EVERY
 
     async def open(self) -> None:
         """Connect (and subscribe to the reply channel, confirmed before this returns).
@@ -449,24 +444,18 @@ class RedisConnection(kit.Connection):
     @property
     def unheard(self) -> int:
         """One-way sends (and RECEIVED) that Redis said no subscriber received: lost, since
-        pub/sub keeps nothing. Counted, and logged at most every :data:`UNHEARD_LOG_EVERY`
-        seconds."""
+        pub/sub keeps nothing. Each is also reported to the client (``receiver.unheard``),
+        which counts it in ``client.stats.unheard`` and logs it, rate-limited."""
         return self._unheard_before + (self._pub.unheard if self._pub is not None else 0)
 
-    def _unheard(self, count: int) -> None:
-        now = asyncio.get_running_loop().time()
-        if now - self._unheard_at < UNHEARD_LOG_EVERY:
-            return
-        total = self.unheard
-        log.warning(
-            "redis transport: %d message(s) sent on %s reached no subscriber (lost: pub/sub "
-            "keeps nothing; %d in all on this client)",
-            total - self._unheard_logged,
-            self.config.bus,
-            total,
+    def _unheard(self, channel: bytes, count: int) -> None:
+        detail = (
+            f"no subscriber on {self.config.bus} received it on channel "
+            f"{channel.decode('utf-8', 'replace')} (lost: pub/sub keeps nothing)"
         )
-        self._unheard_at = now
-        self._unheard_logged = total
+        report = self._receiver.unheard
+        for _ in range(count):
+            report(detail)
 
     # Where a frame goes: redis-streams (a subclass) appends to a stream instead.
     _publisher: type[Publisher] = Publisher

@@ -515,6 +515,9 @@ async def test_a_redis_that_answers_garbage_is_a_connection_error_not_a_crash() 
 class _Replies:
     """A stand-in for the client: what comes back on a connection."""
 
+    def __init__(self) -> None:
+        self.unheard_details: list[str] = []
+
     def frame_received(self, data: bytes) -> None:
         pass
 
@@ -524,22 +527,30 @@ class _Replies:
     def request_failed(self, request_id: str, failure: Any, detail: str) -> None:
         pass
 
+    def unheard(self, detail: str) -> None:
+        self.unheard_details.append(detail)
 
-async def test_a_send_no_server_received_is_counted_and_logged(
-    options: dict[str, Any], caplog: pytest.LogCaptureFixture
+
+async def test_a_send_no_server_received_is_counted_and_reported_with_its_channel(
+    options: dict[str, Any],
 ) -> None:
     factory = distro.create("redis")
     server = factory.server(options)
     got = Recorder()
     server.post("/heard", got)
     async with server:
-        connection = await factory.transport.from_options(options).connect(_Replies())
+        replies = _Replies()
+        connection = await factory.transport.from_options(options).connect(replies)
         try:
-            for uri in ("/heard", "/nobody", "/nobody", "/heard"):
+            for uri in ("/heard", "/nobody", "/nobody", "/heard", "/nobody/else"):
                 msg = distro.message({"uri": uri, "verb": "POST"})
                 await connection.send(msg.to_bytes(), msg)
             await got.wait_for(2)
-            await wait_until(lambda: connection.unheard == 2, what="2 unheard")  # type: ignore[attr-defined]
+            await wait_until(lambda: connection.unheard == 3, what="3 unheard")  # type: ignore[attr-defined]
         finally:
             await connection.aclose()
-    assert any("reached no subscriber" in r.getMessage() for r in caplog.records)
+    details = replies.unheard_details
+    assert len(details) == 3, details
+    prefix = options["prefix"]
+    assert sum(f"channel {prefix}/NOBODY.POST " in d for d in details) == 2, details
+    assert sum(f"channel {prefix}/NOBODY/ELSE.POST " in d for d in details) == 1, details
