@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import math
 import os
 import signal
 import sys
@@ -12,6 +13,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, ClassVar
 
+import attrs
 import pytest
 
 import distro_core as distro
@@ -311,6 +313,156 @@ class TransportSuite:
             await got.wait_for(1)
         assert answer == "ABC"
         assert got.payloads == ["hi"]
+
+    # -- confirmed sends -------------------------------------------------------------------
+
+    async def test_a_confirmed_send_returns_after_the_handler_ran(
+        self, factory: distro.Factory
+    ) -> None:
+        if not self.caps(factory).request_reply:
+            pytest.skip(f"{factory.name} declares no request/reply")
+        server = factory.server(self.server_options(factory))
+        done: list[Any] = []
+
+        @server.post("/confirmed")
+        async def take(msg: distro.Message) -> None:
+            await asyncio.sleep(0.005)  # the confirmation must wait for the handler's end
+            done.append(msg.payload)
+
+        async with self.serving(factory, server) as (_, client):
+            for n in range(5):
+                sent = distro.message({"uri": "/confirmed", "verb": "POST"}, n)
+                await client.send(sent, confirm=True, timeout=5)
+                assert done == list(range(n + 1)), "confirmed before the handler finished"
+        assert server.stats.handled == 5
+        assert client.stats.confirmed == 5
+
+    async def test_a_confirmed_send_whose_handler_raises_is_a_handler_error(
+        self, factory: distro.Factory
+    ) -> None:
+        if not self.caps(factory).request_reply:
+            pytest.skip(f"{factory.name} declares no request/reply")
+        server = factory.server(self.server_options(factory))
+
+        @server.post("/refuse")
+        def refuse(msg: distro.Message) -> None:
+            raise ValueError("out of stock")
+
+        got = Recorder()
+        server.post("/fine", got)
+        async with self.serving(factory, server) as (_, client):
+            refused = distro.message({"uri": "/refuse", "verb": "POST"}, self.room(factory))
+            with pytest.raises(distro.RemoteError) as info:
+                await client.send(refused, confirm=True, timeout=5)
+            assert info.value.code == "handler_error"
+            # The server goes on, and a failed handler is not confirmed as if it had succeeded.
+            await client.send(
+                distro.message({"uri": "/fine", "verb": "POST"}, 1), confirm=True, timeout=5
+            )
+        assert got.payloads == [1]
+        assert server.stats.handler_errors == 1
+        assert client.stats.confirmed == 1
+
+    async def test_a_confirmed_send_nobody_handles_is_a_no_handler_error(
+        self, factory: distro.Factory
+    ) -> None:
+        caps = self.caps(factory)
+        if not caps.request_reply:
+            pytest.skip(f"{factory.name} declares no request/reply")
+        if caps.fan_out:
+            pytest.skip("over pub/sub a server never sees a message no route of its takes")
+        server = factory.server(self.server_options(factory))
+        server.post("/known", lambda m: None)
+        async with self.serving(factory, server) as (_, client):
+            lost = distro.message({"uri": "/unknown", "verb": "POST"}, self.room(factory))
+            with pytest.raises(distro.RemoteError) as info:
+                await client.send(lost, confirm=True, timeout=5)
+        assert info.value.code == "no_handler"
+        assert client.stats.confirmed == 0
+
+    async def test_a_confirmed_send_needs_request_reply(self, factory: distro.Factory) -> None:
+        # The transport under test, declaring no request/reply: the client refuses to confirm
+        # (a DistroError, before anything is sent), a plain send still goes.
+        base = factory.transport
+        caps = attrs.evolve(self.caps(factory), request_reply=False)
+
+        def from_options(cls: type[kit.Transport], options: Any) -> kit.Transport:
+            made = base.from_options(options)
+            made.capabilities = caps  # this instance only
+            return made
+
+        no_replies = type(
+            base.__name__,
+            (base,),
+            {"capabilities": caps, "from_options": classmethod(from_options)},
+        )
+        variant = distro.create(no_replies)
+        server = variant.server(self.server_options(factory))
+        got = Recorder()
+        server.post("/one-way", got)
+        async with self.serving(variant, server) as (_, client):
+            msg = distro.message({"uri": "/one-way", "verb": "POST"}, "confirm me")
+            with pytest.raises(distro.DistroError, match="request/reply"):
+                await client.send(msg, confirm=True, timeout=5)
+            await client.send(distro.message({"uri": "/one-way", "verb": "POST"}, "plain"))
+            await got.wait_for(1)
+        assert got.payloads == ["plain"]
+
+    async def test_a_confirmed_send_checks_its_timeout(self, factory: distro.Factory) -> None:
+        if not self.caps(factory).request_reply:
+            pytest.skip(f"{factory.name} declares no request/reply")
+        server = factory.server(self.server_options(factory))
+        got = Recorder()
+        server.post("/t", got)
+        async with self.serving(factory, server) as (_, client):
+            for bad in (0, -1, 0.0, math.inf, math.nan):
+                with pytest.raises(ValueError, match="timeout"):
+                    await client.send(
+                        distro.message({"uri": "/t", "verb": "POST"}), confirm=True, timeout=bad
+                    )
+            for wrong in ("5", None, True):
+                with pytest.raises(TypeError, match="timeout"):
+                    await client.send(
+                        distro.message({"uri": "/t", "verb": "POST"}),
+                        confirm=True,
+                        timeout=wrong,  # type: ignore[arg-type]
+                    )
+            await client.send(distro.message({"uri": "/t", "verb": "POST"}, "ok"), confirm=True)
+        assert got.payloads == ["ok"], "a refused timeout must not send anything"
+        assert server.stats.received == 1
+
+    async def test_a_repeated_confirmed_frame_is_handled_once(
+        self, factory: distro.Factory
+    ) -> None:
+        if not self.caps(factory).request_reply:
+            pytest.skip(f"{factory.name} declares no request/reply")
+        server = factory.server(self.server_options(factory))
+        got = Recorder()
+        server.post("/once", got)
+        async with server:
+            # A connection straight from the transport: the frame is sent twice, as a client
+            # that did not hear the confirmation sends it again (docs/wire-format.md).
+            options = self.client_options(factory, server)
+            back = _RawClient()
+            connection = await factory.transport.from_options(options).connect(back)
+            try:
+                msg = distro.message({"uri": "/once", "verb": "POST"}, {"n": 1})
+                headers = {**msg.headers, "replyTo": connection.reply_to, "confirm": True}
+                frame = distro.message(headers, msg.payload, id=msg.id)
+                data = frame.to_bytes()
+                await connection.request(data, frame)
+                await wait_until(lambda: len(back.frames) == 1, what="the confirmation")
+                await connection.request(data, frame)
+                await wait_until(lambda: len(back.frames) == 2, what="the repeat's confirmation")
+            finally:
+                await asyncio.wait_for(connection.aclose(), 10)
+        assert got.payloads == [{"n": 1}], "the repeat ran the handler again"
+        first, again = (distro.parse(f) for f in back.frames)
+        assert first.headers["inReplyTo"] == again.headers["inReplyTo"] == msg.id
+        assert "error" not in first.headers and "error" not in again.headers
+        assert back.frames[0] == back.frames[1], "a repeat is answered with the same reply"
+        assert server.stats.repeats == 1
+        assert server.stats.handled == 1
 
     # -- RECEIVED acknowledgements --------------------------------------------------------
 
@@ -727,6 +879,7 @@ class _RawClient:
         self.frames: list[bytes] = []
         self.lost: list[BaseException | None] = []
         self.failed: list[tuple[str, kit.RequestFailure, str]] = []
+        self.unheard_sends: list[str] = []
 
     def frame_received(self, data: bytes) -> None:
         self.frames.append(data)
@@ -736,3 +889,6 @@ class _RawClient:
 
     def request_failed(self, request_id: str, failure: kit.RequestFailure, detail: str) -> None:
         self.failed.append((request_id, failure, detail))
+
+    def unheard(self, detail: str) -> None:
+        self.unheard_sends.append(detail)
