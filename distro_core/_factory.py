@@ -25,6 +25,9 @@ _SERVER_OPTIONS = (
     "handler_timeout",
     "close_timeout",
     "ack_any_address",
+    "confirm_window",
+    "confirm_window_bytes",
+    "confirm_window_age",
 )
 _CLIENT_OPTIONS = ("max_pending",)
 
@@ -57,7 +60,9 @@ class Factory:
 
         Options are the transport's (``address``, ``port`` and so on; a mapping works as well as
         keywords) plus the server's own: ``max_concurrency``, ``max_queued``,
-        ``handler_timeout``, ``close_timeout`` and ``ack_any_address`` (see :class:`Server`).
+        ``handler_timeout``, ``close_timeout``, ``ack_any_address`` and the window of confirmed
+        sends ``confirm_window``, ``confirm_window_bytes``, ``confirm_window_age`` (see
+        :class:`Server`).
         ``group="name"`` makes the server one member of a group that shares its messages (each
         handled by one member), on transports whose capabilities say ``groups``.
 

@@ -209,3 +209,12 @@ def test_sync_client_confirmed_send() -> None:
         loop.call_soon_threadsafe(stop.set)
         thread.join(10)
         loop.close()
+
+
+def test_the_confirm_window_is_a_server_option() -> None:
+    factory = distro.create("tcp")
+    factory.server(port=0, confirm_window=5, confirm_window_bytes=1 << 10, confirm_window_age=1.5)
+    with pytest.raises(ValueError, match="confirm_window"):
+        factory.server(port=0, confirm_window=-1)
+    with pytest.raises(TypeError, match="confirm_window_age"):
+        factory.server(port=0, confirm_window_age="1")
