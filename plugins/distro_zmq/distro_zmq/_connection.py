@@ -1,9 +1,19 @@
 """The client side: a DEALER socket connected to one server's ROUTER.
 
-ZeroMQ connects in the background and reconnects by itself, so opening never fails for want of
-a server: frames sent before the server is there wait in the socket's queue (up to the
-high-water mark) and go out once it is. At the high-water mark a send waits at most
-``send_timeout`` seconds, then raises :class:`distro_core.TransportError`.
+ZeroMQ connects in the background and reconnects by itself; the connection follows it through
+the socket monitor (:mod:`._link`), so that distro's contract holds as over tcp:
+
+* ``open`` (the transport's ``connect``) waits until the link is up, letting ZeroMQ retry while
+  nothing listens yet (services start in any order), for at most ``connect_timeout`` seconds;
+  then it raises :class:`distro_core.ConnectionError` saying how long it tried.
+* When an established link is lost, the core is told at once (``connection_lost``: requests
+  waiting for replies fail with ``ConnectionError``; confirmed sends are sent again). While it
+  is down a send raises ``ConnectionError`` at once instead of queueing for a server that may
+  never come back; ZeroMQ keeps reconnecting, and sends go out again once it has.
+* Frames ZeroMQ had queued when the link broke stay queued and go out on the next connection
+  (frames already written to the dead socket are lost, as over tcp).
+* While the server does not read, a send waits at most ``send_timeout`` seconds for room at
+  the high-water mark, then raises ``ConnectionError`` (the frame is not queued).
 
 Frames sent in one event-loop iteration are written to the socket together at its end, by the
 kit's :class:`~distro_core.transport.WriteBatcher` (sooner past its ``flush_at`` bytes), not
@@ -28,6 +38,7 @@ import zmq
 import distro_core as distro
 from distro_core import transport as kit
 
+from ._link import LinkWatch
 from ._pump import SocketPump
 
 __all__ = ["ZmqConnection"]
@@ -53,6 +64,7 @@ class ZmqConnection(kit.Connection):
     def __init__(
         self,
         sock: zmq.Socket[bytes],
+        monitor: zmq.Socket[bytes],
         receiver: kit.ClientReceiver,
         endpoint: str,
         send_timeout: float,
@@ -75,17 +87,62 @@ class ZmqConnection(kit.Connection):
         self._pump = SocketPump(
             sock, self._drain, self._failed, f"client of {endpoint}", self._room
         )
+        self._link = LinkWatch(sock, monitor, self._went_down)
+
+    async def open(self, connect_timeout: float) -> None:
+        """Wait until the link to the server is up (ZeroMQ retries meanwhile).
+
+        :raises distro.ConnectionError: not within ``connect_timeout`` seconds (the
+            connection is then closed).
+        """
+        link = self._link
+        if await link.wait_up(connect_timeout):
+            return
+        closed = self._pump.closed or link.closed
+        await self.aclose()
+        if closed:
+            self._raise_closed()
+        why = f"; {link.handshake_error}" if link.handshake_error else ""
+        raise distro.ConnectionError(
+            f"zmq: no connection to {self.endpoint} within {connect_timeout:g}s "
+            f"(connect_timeout; {link.attempts + 1} attempt(s){why}): is the server running?"
+        )
+
+    def _went_down(self) -> None:
+        """The link that was up broke: requests waiting for replies fail at once."""
+        if self._pump.closed:
+            return
+        self._receiver.connection_lost(
+            distro.ConnectionError(
+                f"zmq: lost the connection to {self.endpoint}; ZeroMQ reconnects by itself"
+            )
+        )
+
+    def _raise_down(self) -> NoReturn:
+        """:raises distro.ConnectionError: always: the link is down."""
+        link = self._link
+        ago = asyncio.get_running_loop().time() - link.down_since
+        raise distro.ConnectionError(
+            f"zmq: no connection to {self.endpoint} (lost {ago:.1f}s ago; ZeroMQ reconnects "
+            "by itself and sends go out again once it has)"
+        )
+
+    @property
+    def connected(self) -> bool:
+        """Whether the link to the server is up now (see :mod:`._link`)."""
+        return self._link.up
 
     async def send(self, data: bytes, message: distro.Message) -> None:
         """Queue one frame for the server; it is written at the end of this loop iteration.
 
-        :raises distro.TransportError: ZeroMQ's queue stayed at the high-water mark for
-            ``send_timeout`` seconds (the server is not reading, or not there); this frame is
-            not queued.
-        :raises distro.ConnectionError: the connection is closed.
+        :raises distro.ConnectionError: the link to the server is down, or the connection
+            is closed, or ZeroMQ's queue stayed at the high-water mark for ``send_timeout``
+            seconds (the server is not reading); this frame is not queued.
         """
         if self._pump.closed:
             self._raise_closed()
+        if not self._link.up:
+            self._raise_down()
         batcher = self._batcher
         if batcher.write_paused:
             await self._wait_for_room()
@@ -127,17 +184,18 @@ class ZmqConnection(kit.Connection):
     async def _wait_for_room(self) -> None:
         """Wait until ZeroMQ has taken the frames it refused.
 
-        :raises distro.TransportError: not within ``send_timeout`` (at the high-water mark).
-        :raises distro.ConnectionError: the connection closed or failed meanwhile.
+        :raises distro.ConnectionError: not within ``send_timeout`` (at the high-water
+            mark), or the connection closed or failed meanwhile.
         """
         try:
             await self._batcher.drain(self._send_timeout)
         except distro.ConnectionError:
             if self._pump.closed or self._batcher.error is not None:
                 self._raise_closed()
-            raise distro.TransportError(
+            raise distro.ConnectionError(
                 f"zmq: send to {self.endpoint} waited {self._send_timeout:g}s at the "
-                "high-water mark and was given up (the server is not reading, or not there)"
+                "high-water mark and was given up (the server is not reading: stalled, "
+                "overloaded, or its link is down)"
             ) from None
 
     def _raise_closed(self) -> NoReturn:
@@ -151,6 +209,7 @@ class ZmqConnection(kit.Connection):
         closed = distro.ConnectionError(f"zmq: connection to {self.endpoint} is closed")
         closed.__cause__ = error
         self._discard(closed, f"with the socket, which failed: {error}")
+        self._link.close()
         self._receiver.connection_lost(error)
 
     def _discard(self, error: distro.ConnectionError, why: str) -> None:
@@ -176,6 +235,7 @@ class ZmqConnection(kit.Connection):
             batcher.flush()
             closed = distro.ConnectionError(f"zmq: connection to {self.endpoint} is closed")
             self._discard(closed, "on close: the queue was at the high-water mark")
+        self._link.close()
         self._pump.close(self._linger_ms)
 
     def _drain(self) -> bool:

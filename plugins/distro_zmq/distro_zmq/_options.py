@@ -18,6 +18,7 @@ from distro_core.transport import Options
 
 __all__ = [
     "DEFAULT_ADDRESS",
+    "DEFAULT_CONNECT_TIMEOUT",
     "DEFAULT_HWM",
     "DEFAULT_LINGER",
     "DEFAULT_MAX_MESSAGE_SIZE",
@@ -39,6 +40,7 @@ DEFAULT_ADDRESS = "127.0.0.1"
 DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024
 DEFAULT_HWM = 1000
 DEFAULT_SEND_TIMEOUT = 5.0
+DEFAULT_CONNECT_TIMEOUT = 5.0
 DEFAULT_LINGER = 1.0
 MAX_LINGER = 10.0
 MAX_HWM = 10_000_000
@@ -60,6 +62,8 @@ class ZmqOptions:
     :ivar max_message_size: the largest frame, in bytes, a server accepts and a client sends.
     :ivar hwm: the high-water mark (messages) of every socket, both directions.
     :ivar send_timeout: seconds a client send may wait while its queue is at the high-water mark.
+    :ivar connect_timeout: seconds a client's open waits for its link to the server to be up
+        (ZeroMQ retrying meanwhile) before it raises ``ConnectionError``.
     :ivar linger: seconds a closed socket keeps trying to deliver what it still holds.
     :ivar context: the ``zmq.Context`` to make sockets in, or None for the process-wide one.
     """
@@ -72,6 +76,7 @@ class ZmqOptions:
     send_timeout: float = DEFAULT_SEND_TIMEOUT
     linger: float = DEFAULT_LINGER
     context: Any = None
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
 
     @property
     def linger_ms(self) -> int:
@@ -122,7 +127,10 @@ def read_options(opts: Options) -> ZmqOptions:
     if linger > MAX_LINGER:
         raise ValueError(f"zmq option 'linger' must be 0..{MAX_LINGER:g} seconds, got {linger:g}")
     context = opts.get("context", None)
-    return ZmqOptions(address, port, endpoint, max_size, hwm, send_timeout, linger, context)
+    connect_timeout = opts.number("connect_timeout", DEFAULT_CONNECT_TIMEOUT, positive=True)
+    return ZmqOptions(
+        address, port, endpoint, max_size, hwm, send_timeout, linger, context, connect_timeout
+    )
 
 
 def is_ipv6(host: str) -> bool:

@@ -15,6 +15,7 @@ from distro_core import transport as kit
 from ._connection import ZmqConnection
 from ._context import context_for
 from ._errors import UNREACHABLE
+from ._link import EVENTS
 from ._listener import ZmqListener
 from ._options import (
     DEFAULT_MAX_MESSAGE_SIZE,
@@ -44,7 +45,10 @@ class ZmqTransport(kit.Transport):
     * ``max_message_size``: the largest encoded message in bytes (default 1 MiB). A server
       makes ZeroMQ refuse bigger frames (the connection that sent one is dropped).
     * ``hwm``: the high-water mark of every socket, in messages, both ways (default 1000).
-    * ``send_timeout``: seconds a client send waits while its queue is full (default 5).
+    * ``send_timeout``: seconds a client send waits while its queue is full (default 5);
+      then it raises ``ConnectionError``.
+    * ``connect_timeout``: seconds a client's open waits for the server (default 5): ZeroMQ
+      keeps trying meanwhile, so a client may start before its server.
     * ``linger``: seconds a closed socket keeps trying to deliver queued frames, 0..10
       (default 1); closing never blocks.
     * ``context``: a ``zmq.Context`` to use instead of the process-wide one.
@@ -159,11 +163,12 @@ class ZmqTransport(kit.Transport):
     async def connect(
         self, receiver: kit.ClientReceiver, target: tuple[str, int] | None = None
     ) -> kit.Connection:
-        """Connect a DEALER socket to the server (or to ``target``, for acknowledgements).
-
-        ZeroMQ connects in the background: this does not fail when nothing listens yet.
+        """Connect a DEALER socket to the server (or to ``target``, for acknowledgements)
+        and wait until the link is up: ZeroMQ retries in the background while nothing listens
+        yet, for at most ``connect_timeout`` seconds.
 
         :raises ValueError: no server is named (no port, no endpoint).
+        :raises distro.ConnectionError: no server answered within ``connect_timeout``.
         :raises distro.TransportError: the endpoint cannot be used (a bad host or path).
         """
         try:
@@ -174,19 +179,35 @@ class ZmqTransport(kit.Transport):
             # A target comes from a message header, not from the user: a link error, not a bug.
             raise distro.ConnectionError(f"zmq: cannot connect to {target!r}: {exc}") from exc
         sock = self._socket(zmq.DEALER, endpoint)
+        monitor: zmq.Socket[bytes] | None = None
         try:
+            # Before connect(), so that no event of the first attempt is missed.
+            monitor = sock.get_monitor_socket(EVENTS)
             sock.connect(endpoint)
         except zmq.ZMQError as exc:
+            if monitor is not None:
+                sock.disable_monitor()
+                monitor.close(linger=0)
             sock.close(linger=0)
             raise kit.map_error(
                 exc, f"zmq: connecting to {endpoint}", unreachable=UNREACHABLE
             ) from exc
+        opts = self.settings
         try:
-            opts = self.settings
-            return ZmqConnection(sock, receiver, endpoint, opts.send_timeout, opts.linger_ms)
+            connection = ZmqConnection(
+                sock, monitor, receiver, endpoint, opts.send_timeout, opts.linger_ms
+            )
         except BaseException:
+            sock.disable_monitor()
+            monitor.close(linger=0)
             sock.close(linger=0)
             raise
+        try:
+            await connection.open(opts.connect_timeout)
+        except BaseException:
+            await connection.aclose()  # idempotent: a time-out has closed it already
+            raise
+        return connection
 
 
 def _ipc_listener_alive(path: str) -> bool:
