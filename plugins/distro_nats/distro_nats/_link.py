@@ -51,6 +51,7 @@ NATS_ERRORS: kit.ErrorTable = (
 """nats-py's exceptions and the distro errors they become (see :func:`kit.map_error`)."""
 
 _CRLF = b"\r\n"
+_CONNECTED = Client.CONNECTED
 
 
 class Link(Client):
@@ -79,16 +80,26 @@ class Link(Client):
     def publish_now(self, head: bytes, data: bytes) -> None:
         """Queue one ``PUB`` (``head`` is ``b"PUB <subject> [reply] "``) without waiting.
 
+        :raises distro.MessageTooLarge: ``data`` is over the server's ``max_payload``.
         :raises distro.ConnectionError: the connection is down (nothing is buffered).
         """
-        if self._status != Client.CONNECTED:
+        if self._status != _CONNECTED:
             raise distro.ConnectionError("nats: not connected")
+        if len(data) > self._max_payload:
+            raise distro.MessageTooLarge(len(data), self._max_payload, "nats")
         command = b"".join((head, str(len(data)).encode(), _CRLF, data, _CRLF))
         self._pending.append(command)
         self._pending_data_size += len(command)
         queue = self._flush_queue
         if queue is not None and queue.empty():
             queue.put_nowait(asyncio.get_running_loop().create_future())
+
+    @property
+    def congested(self) -> bool:
+        """Whether more than ``pending_size`` bytes wait to be written (wait for
+        :meth:`written` before queueing more)."""
+        congested: bool = self._pending_data_size > self._max_pending_size
+        return congested
 
     @property
     def pending_size(self) -> int:

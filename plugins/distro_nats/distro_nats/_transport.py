@@ -55,12 +55,6 @@ def _head(subject: str, reply: str = "") -> bytes:
     return f"PUB {subject} {reply} ".encode() if reply else f"PUB {subject} ".encode()
 
 
-def _check_size(link: Link, data: bytes) -> None:
-    limit: int = link.max_payload
-    if len(data) > limit:
-        raise distro.MessageTooLarge(len(data), limit, "nats")
-
-
 class _NatsPeer(kit.Peer):
     """Every sender as a server sees it: the bus. Replies go to the request's ``replyTo``."""
 
@@ -268,7 +262,6 @@ class NatsListener(kit.Listener):
         link = self._link
         if link is None:
             raise distro.ConnectionError("nats transport: the server is closed; reply dropped")
-        _check_size(link, data)
         try:
             link.publish_now(head, data)
         except distro.ConnectionError:
@@ -424,9 +417,6 @@ class NatsConnection(kit.Connection):
         return _head(subject, reply)
 
     async def send(self, data: bytes, message: distro.Message) -> None:
-        link = self._link
-        if link is None or not link.is_connected:
-            link = await self._ready()
         head = self._fixed
         if head is None:
             headers = message.headers
@@ -437,20 +427,23 @@ class NatsConnection(kit.Connection):
                 if len(self._heads) >= _CACHE_LIMIT:
                     self._heads.clear()
                 self._heads[key] = head
-        _check_size(link, data)
-        link.publish_now(head, data)
-        if link.buffered > link.pending_size:
-            await link.written(self.config.connect_timeout)
+        await self._publish(head, data)
 
     async def request(self, data: bytes, message: distro.Message) -> None:
-        link = self._link
-        if link is None or not link.is_connected:
-            link = await self._ready()
         token = escape(message.id) if message.id else "%"
         reply = f"{self._inbox}.s.{token}" if len(token) <= MAX_STATUS_ID else ""
-        _check_size(link, data)
-        link.publish_now(self._subject_head(message, reply), data)
-        if link.buffered > link.pending_size:
+        await self._publish(self._subject_head(message, reply), data)
+
+    async def _publish(self, head: bytes, data: bytes) -> None:
+        link = self._link
+        if link is None:
+            raise distro.ConnectionError("nats transport: the client is not open")
+        try:
+            link.publish_now(head, data)
+        except distro.ConnectionError:
+            link = await self._ready()  # down: wait (bounded) for nats-py to reconnect
+            link.publish_now(head, data)
+        if link.congested:
             await link.written(self.config.connect_timeout)
 
     async def aclose(self) -> None:
