@@ -69,7 +69,9 @@ def main(argv: list[str]) -> int:
     if command == "test":
         ensure_env("fast,test,dev")
         env_ok = True
-        code = run(PY, "-m", "pytest", *rest, check=False)
+        # Every plugin's tests, including plugins the root pyproject's testpaths do not list.
+        paths = [] if rest else ["tests", *(str(p.relative_to(ROOT) / "tests") for p in PLUGINS)]
+        code = run(PY, "-m", "pytest", *paths, *rest, check=False)
         if not rest:
             # The full suite also holds the code to its lint and type standards.
             packages = ["distro_core", *(str(p / p.name) for p in PLUGINS)]

@@ -47,7 +47,9 @@ def _editable_plugins(extra: str = "") -> list[str]:
 def tests(session: nox.Session) -> None:
     """The whole test suite, as ``python3 dev.py test`` runs it (without lint and types)."""
     session.install("-e", ".[fast,test]", *_editable_plugins("[test]"))
-    session.run("pytest", *session.posargs)
+    # Every plugin's tests (plugins/distro_*/tests), unless pytest arguments name others.
+    paths = [] if session.posargs else ["tests", *(f"{plugin}/tests" for plugin in PLUGINS)]
+    session.run("pytest", *paths, *session.posargs)
 
 
 @nox.session
