@@ -272,7 +272,7 @@ class Client:
                 try:
                     conn, member, data = await self._send_request(msg, left, confirm)
                 except ConnectionError:
-                    self._pending.pop(msg.id)
+                    _drop(self._pending.pop(msg.id))
                     if not confirm or deadline - loop.time() <= pause:
                         raise
                     await asyncio.sleep(pause)
@@ -344,7 +344,7 @@ class Client:
         return data
 
     def _forget(self, msg_id: str, member: Member | None) -> None:
-        self._pending.pop(msg_id)
+        _drop(self._pending.pop(msg_id))
         if member is not None:
             member.inflight.discard(msg_id)
 
@@ -425,3 +425,14 @@ class Client:
         for future in self._pending.drain():
             if not future.done():
                 future.set_exception(error)
+
+
+def _drop(future: asyncio.Future[Any] | None) -> None:
+    """A waiter given up on: what it was failed with (a broken link reported while it was
+    being sent again) is read, not left for asyncio to report as never retrieved."""
+    if future is not None:
+        if future.done():
+            if not future.cancelled():
+                future.exception()
+        else:
+            future.cancel()

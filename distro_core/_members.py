@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ._exceptions import ConnectionError
 from ._logging import Logger, RateLimitedLog
@@ -56,13 +56,26 @@ def check_servers(servers: object) -> list[tuple[str, int]]:
 class Member:
     """One server of the list: its transport, its connection once made, and its health."""
 
-    __slots__ = ("backoff", "client", "conn", "down_until", "inflight", "transport", "where")
+    __slots__ = (
+        "backoff",
+        "client",
+        "conn",
+        "connecting",
+        "down_until",
+        "error",
+        "inflight",
+        "transport",
+        "where",
+    )
 
     def __init__(self, transport: Transport, where: str, client: Client) -> None:
         self.transport = transport
         self.where = where
         self.client = client
         self.conn: Connection | None = None
+        self.connecting: asyncio.Task[None] | None = None
+        """Connecting in the background (never in a sender's way while another is up)."""
+        self.error: ConnectionError | None = None
         self.down_until = 0.0
         self.backoff = FIRST_BACKOFF
         self.inflight: set[str] = set()
@@ -96,7 +109,7 @@ class Members:
     :param logger: where a member found down is logged (rate-limited).
     """
 
-    __slots__ = ("_log", "_loop", "_next", "members")
+    __slots__ = ("_closed", "_log", "_loop", "_next", "members")
 
     def __init__(
         self,
@@ -107,6 +120,7 @@ class Members:
     ) -> None:
         self.members = [Member(t, w, client) for t, w in zip(transports, wheres, strict=True)]
         self._next = 0
+        self._closed = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._log = RateLimitedLog(logger)
 
@@ -118,58 +132,82 @@ class Members:
         return ", ".join(m.where for m in self.members)
 
     async def open(self) -> None:
-        """Connect to every server at once; those that cannot be reached are marked down and
-        tried again later.
+        """Connect to every server at once; return as soon as one is connected (the others go on
+        connecting in the background; those that cannot be reached are marked down and tried
+        again later).
 
         :raises ConnectionError: none of them could be reached (each one's error is listed).
         """
-        self._loop = asyncio.get_running_loop()
-        results = await asyncio.gather(
-            *(m.transport.connect(m) for m in self.members), return_exceptions=True
-        )
-        errors: list[str] = []
-        unexpected: BaseException | None = None
-        for member, result in zip(self.members, results, strict=True):
-            if isinstance(result, Connection):
-                member.conn = result
-            elif isinstance(result, ConnectionError):
-                errors.append(f"{member.where}: {result}")
-                self.down(member, result)
-            elif isinstance(result, BaseException):
-                unexpected = unexpected or result
-        if unexpected is not None or len(errors) == len(self.members):
-            await self.aclose()
-            if unexpected is not None:
-                raise unexpected
-            raise ConnectionError(f"no server could be reached: {'; '.join(errors)}")
+        loop = self._loop = asyncio.get_running_loop()
+        for member in self.members:
+            member.connecting = loop.create_task(self._connect(member))
+        waiting = {m.connecting for m in self.members if m.connecting is not None}
+        while waiting:
+            done, waiting = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            failed = next((t for t in done if not t.cancelled() and t.exception()), None)
+            if failed is not None:
+                await self.aclose()
+                raise failed.exception()  # type: ignore[misc]  # not None: just checked
+            if any(m.conn is not None for m in self.members):
+                return
+        errors = "; ".join(f"{m.where}: {m.error}" for m in self.members)
+        await self.aclose()
+        raise ConnectionError(f"no server could be reached: {errors}")
+
+    async def _connect(self, member: Member) -> None:
+        """Connect ``member``: up when it works, down (for a while) when it cannot be reached."""
+        try:
+            conn = await member.transport.connect(member)
+        except ConnectionError as exc:
+            member.error = exc
+            self.down(member, exc)
+        else:
+            if self._closed:
+                await conn.aclose()
+                return
+            member.conn = conn
+            self.up(member)
+        finally:
+            member.connecting = None
 
     def candidates(self) -> Iterator[Member]:
         """The members to try for the next message: the next one in turn first, those up before
-        those down (a member down is still tried when every one up has failed)."""
+        those down or not yet connected (still tried, last, when every one up has failed).
+        Reaching a member: its connection is made again in the background once its back-off
+        has passed."""
         members = self.members
         count = len(members)
         start = self._next
         self._next = (start + 1) % count
-        assert self._loop is not None
-        now = self._loop.time()
+        loop = self._loop
+        assert loop is not None
+        now = loop.time()
         later: list[Member] = []
         for offset in range(count):
             member = members[(start + offset) % count]
-            if member.down_until <= now:
+            if member.conn is not None and member.down_until <= now:
                 yield member
-            else:
-                later.append(member)
+                continue
+            if member.conn is None and member.connecting is None and member.down_until <= now:
+                member.connecting = loop.create_task(self._connect(member))
+            later.append(member)
         later.sort(key=lambda m: m.down_until)
         yield from later
 
     async def connection(self, member: Member) -> Connection:
-        """The member's connection, made now if it could not be made before.
+        """The member's connection; waits for it to be made when it is not yet (the last
+        resort: every member that is up has failed).
 
         :raises ConnectionError: it cannot be reached.
         """
         conn = member.conn
         if conn is None:
-            conn = member.conn = await member.transport.connect(member)
+            if member.connecting is None:
+                member.connecting = asyncio.ensure_future(self._connect(member))
+            await asyncio.shield(member.connecting)
+            conn = member.conn
+            if conn is None:
+                raise member.error or ConnectionError(f"{member.where} cannot be reached")
         return conn
 
     def down(self, member: Member, error: BaseException | None) -> None:
@@ -238,11 +276,12 @@ class Members:
             member.backoff = FIRST_BACKOFF
 
     async def aclose(self) -> None:
-        """Close every connection."""
+        """Stop connecting and close every connection."""
+        self._closed = True
+        tasks = [m.connecting for m in self.members if m.connecting is not None]
+        for task in tasks:
+            task.cancel()
         conns = [m.conn for m in self.members if m.conn is not None]
         for member in self.members:
             member.conn = None
-        results: list[Any] = await asyncio.gather(
-            *(c.aclose() for c in conns), return_exceptions=True
-        )
-        del results
+        await asyncio.gather(*tasks, *(c.aclose() for c in conns), return_exceptions=True)
