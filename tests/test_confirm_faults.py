@@ -235,13 +235,10 @@ async def test_tcp_confirmed_sends_across_a_graceful_server_restart(tmp_path: Pa
     assert counts["unknown_ids"] == 0
     # The restart was in the middle: each process handled a share.
     assert counts["handled_by_first"] >= COUNT // 3 and counts["handled_by_second"] > 0
-    # Should be 0: a graceful stop must not make a message run twice. It was 0 in ~95% of the
-    # runs, 25 and 34 in two of about 40: the stop ends the connection with a reset while the
-    # client is still sending (test_a_graceful_tcp_close_ends_the_stream_with_fin below), and a
-    # client that writes before it reads loses the confirmations already in its socket
-    # buffer, so it sends those messages again to the next process. Tighten to == 0 once that
-    # test passes.
-    assert counts["handled_twice"] <= IN_FLIGHT
+    # A graceful stop ends each connection cleanly (every reply, then the end of the stream:
+    # test_a_graceful_tcp_close_ends_the_stream_with_fin), so no confirmation is lost and no
+    # message runs twice.
+    assert counts["handled_twice"] == 0
 
 
 async def test_tcp_confirmed_sends_across_a_server_crash_are_all_handled(tmp_path: Path) -> None:
@@ -258,14 +255,6 @@ async def test_tcp_confirmed_sends_across_a_server_crash_are_all_handled(tmp_pat
     assert counts["handled_by_first"] >= COUNT // 3 and counts["handled_by_second"] > 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug: a tcp server closing gracefully while a client still sends closes its "
-    "sockets with unread data, so the kernel resets the connection (RST) instead of ending "
-    "it (FIN); a client can then lose replies already sent (duplicates after a graceful "
-    "restart). Remove this mark once the listener lingers (write_eof, read until the peer's "
-    "EOF or a grace time) before closing.",
-)
 async def test_a_graceful_tcp_close_ends_the_stream_with_fin() -> None:
     """A client that keeps sending while the server closes gracefully sees the end of the
     stream (every reply, then EOF), never a connection reset. Five rounds: whether bytes are

@@ -186,6 +186,7 @@ class ServerProtocol(FrameWriter):
         self.last_active = listener.loop.time()
         self.limit = listener.limits.max_frame_size
         self.where = "?"
+        self._closing = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -210,6 +211,9 @@ class ServerProtocol(FrameWriter):
             self.update_reading()
 
     def buffer_updated(self, nbytes: int) -> None:
+        if self._closing:
+            self._discard(nbytes)
+            return
         try:
             frames = self._decoder.feed_from(self._read_buffer, nbytes)
         except FramingError as exc:
@@ -316,9 +320,31 @@ class ServerProtocol(FrameWriter):
             )
 
     def close(self) -> None:
-        """Close after writing what is queued (the listener bounds how long that may take)."""
+        """End the stream after writing what is queued, then read (and drop) until the peer
+        closes its side: closing a socket with unread bytes would reset the connection, and
+        a reset can destroy replies the peer has not read yet. The listener bounds how long
+        this may take."""
         self.flush()
-        self.transport.close()
+        self._closing = True
+        transport = self.transport
+        if not transport.can_write_eof():
+            transport.close()
+            return
+        transport.write_eof()
+        if self._reading_paused:
+            self._reading_paused = False
+            transport.resume_reading()
+
+    def _discard(self, nbytes: int) -> None:
+        """Bytes that came after the stream was ended: their frames are counted ``closing``."""
+        try:
+            count = len(self._decoder.feed_from(self._read_buffer, nbytes))
+        except FramingError as exc:
+            count = len(exc.frames)
+        for _ in range(count):
+            self._receiver.frame_dropped(
+                "closing", f"tcp peer {self.where}: {count} frame(s) came after the server closed"
+            )
 
 
 class TcpListener(Listener):
