@@ -22,7 +22,11 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "tests" / "example_plugin"
-PLUGINS = {"redis": ROOT / "plugins" / "distro_redis", "zmq": ROOT / "plugins" / "distro_zmq"}
+PLUGINS = {
+    "nats": ROOT / "plugins" / "distro_nats",
+    "redis": ROOT / "plugins" / "distro_redis",
+    "zmq": ROOT / "plugins" / "distro_zmq",
+}
 PIP_TIMEOUT = 900
 
 
