@@ -16,6 +16,7 @@ from typing import Any
 from harness import (
     HOST4,
     HOST6,
+    NATS_URL,
     REDIS_URL,
     Counter,
     Paced,
@@ -39,6 +40,8 @@ def server_options(name: str, params: dict[str, Any] | None = None) -> dict[str,
         return {"address": HOST6, "port": 0}
     if name == "redis":
         return {"url": REDIS_URL, "prefix": _prefix(params)}
+    if name in ("nats", "jetstream"):
+        return {"url": NATS_URL, "prefix": nats_prefix(params)}
     return {"address": HOST4, "port": 0}
 
 
@@ -46,6 +49,8 @@ def client_options(name: str, address: Any, params: dict[str, Any] | None = None
     """The options a client of the server at ``address`` (its ``server.address``) needs."""
     if name == "redis":
         return {"url": REDIS_URL, "prefix": _prefix(params)}
+    if name in ("nats", "jetstream"):
+        return {"url": NATS_URL, "prefix": nats_prefix(params)}
     return {"address": address[0], "port": address[1]}
 
 
@@ -54,6 +59,12 @@ def _prefix(params: dict[str, Any] | None) -> str:
     # catch-all server, say) must not see the benchmark's messages, nor answer its requests.
     uri = (params or {}).get("uri", "/bench/shared/")
     return f"distro-bench-{uri.split('/')[2]}:"
+
+
+def nats_prefix(params: dict[str, Any] | None) -> str:
+    """The subject prefix of this run's distro servers and clients on NATS (one token)."""
+    uri = (params or {}).get("uri", "/bench/shared/")
+    return f"distro-bench-{uri.split('/')[2]}"
 
 
 def _address(server: distro.Server) -> Any:

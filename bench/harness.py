@@ -33,6 +33,7 @@ HOST6 = "::1"
 REDIS_URL = "redis://127.0.0.1:6379"
 REDIS_HOST = "127.0.0.1"
 REDIS_PORT = 6379
+NATS_URL = "nats://127.0.0.1:4222"
 
 IDLE_AFTER_SENDER = 0.5
 """Seconds without a new arrival, once the sender is done, after which the rest is lost."""

@@ -3,7 +3,7 @@
     python3 dev.py bench                      # everything (about 5-8 minutes)
     python3 dev.py bench --quick              # small counts: a smoke test of the harness
     python3 dev.py bench --only udp4,tcp      # some tables (udp4 udp6 tcp zmq redis redis-streams
-                                              # memory micro)
+                                              # nats memory micro)
     .venv/bin/python bench/run.py --micro     # only the pytest-benchmark micro-benchmarks
 
 Senders and receivers run in separate processes; see docs/benchmarks.md for what each number
@@ -30,9 +30,15 @@ from typing import Any
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 REQUIREMENTS = BENCH / "requirements.txt"
-BENCH_MODULES = {"faststream": "faststream", "kombu": "kombu", "zmq": "pyzmq", "redis": "redis"}
-SECTIONS = ["udp4", "udp6", "tcp", "zmq", "redis", "redis-streams", "memory", "micro"]
-DEFAULT = ["udp4", "tcp", "zmq", "redis", "redis-streams", "memory", "micro"]
+BENCH_MODULES = {
+    "faststream": "faststream",
+    "kombu": "kombu",
+    "zmq": "pyzmq",
+    "redis": "redis",
+    "nats": "nats-py",
+}
+SECTIONS = ["udp4", "udp6", "tcp", "zmq", "redis", "redis-streams", "nats", "memory", "micro"]
+DEFAULT = ["udp4", "tcp", "zmq", "redis", "redis-streams", "nats", "memory", "micro"]
 
 FULL = {
     "count": 200_000,
@@ -94,9 +100,11 @@ def machine() -> dict[str, Any]:
         "distro-core",
         "distro-redis",
         "distro-zmq",
+        "distro-nats",
         "orjson",
         "pyzmq",
         "redis",
+        "nats-py",
         "faststream",
         "kombu",
         "pytest-benchmark",

@@ -293,6 +293,61 @@ def _redis_streams(name: str) -> Table:
     return table
 
 
+def _nats(name: str) -> Table:
+    import nats_side
+
+    impls = [_distro_impl(name)]
+    if not impls[0].missing:
+        impls[0].oneway = (nats_side.receiver, distro_side.sender)
+    if _have("nats"):
+        import raw_nats
+
+        impls.append(
+            Impl(
+                "raw nats-py",
+                oneway=(raw_nats.receiver, raw_nats.sender),
+                rr=(raw_nats.echo_server, raw_nats.client),
+            )
+        )
+    else:
+        impls.append(Impl("raw nats-py", missing="nats-py not installed"))
+    if _have("faststream") and _have("nats"):
+        import peers_nats
+
+        impls.append(
+            Impl(
+                "FastStream",
+                oneway=(peers_nats.receiver, peers_nats.sender),
+                rr=(peers_nats.echo_server, peers_nats.client),
+            )
+        )
+    else:
+        impls.append(Impl("FastStream", missing="faststream[nats] not installed"))
+    table = Table(
+        name,
+        f"{name}: distro vs nats-py and FastStream's NatsBroker on {harness.NATS_URL}",
+        impls,
+        [("", {}), ("queue group of 2", {"group": 2})],
+    )
+    table.remarks.append(
+        "one-way: one publisher process, one subscriber process; queue group of 2: one "
+        "publisher, two subscriber processes in one queue group, the rate is what the group "
+        "received. Every side builds a ~150-byte JSON message per message. distro: "
+        "`await client.send(distro.message(...))` to a server's POST handler (group='bench' for "
+        "the group); raw nats-py: `await nc.publish(subject, orjson.dumps(...))` with no flush "
+        "per message, a `nc.subscribe(subject, cb=...)` coroutine callback that orjson-decodes "
+        "each message (queue='bench' for the group); FastStream: one awaited "
+        "`broker.publish(dict, subject)` per message, a `@broker.subscriber` taking the dict"
+    )
+    table.remarks.append(
+        "request/reply: distro `client.request` to a handler returning the payload; raw: "
+        "`await nc.request(subject, data, timeout=1.0)` answered by `msg.respond(...)` with the "
+        "JSON decoded on both sides; FastStream: `broker.request(dict, subject)` answered by a "
+        "subscriber returning a dict"
+    )
+    return table
+
+
 _TABLES: dict[str, Callable[[str], Table]] = {
     "udp4": _udp,
     "udp6": _udp,
@@ -300,6 +355,7 @@ _TABLES: dict[str, Callable[[str], Table]] = {
     "zmq": _zmq,
     "redis": _redis,
     "redis-streams": _redis_streams,
+    "nats": _nats,
 }
 TRANSPORTS = list(_TABLES)
 

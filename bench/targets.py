@@ -38,6 +38,9 @@ def check(
 
     for table in tables:
         raw = table.impls[1].label
+        if table.name in ("nats", "jetstream"):
+            _nats_targets(table.name, tables, ratio_at_least, ratio_at_most)
+            continue
         for mode, _ in table.oneway_modes:
             key = f"oneway:{mode}"
             label = f"{table.name} one-way{' ' + mode if mode else ''}: distro/raw >= 0.9x"
@@ -98,6 +101,39 @@ def check(
             )
         )
     return out
+
+
+def _nats_targets(name: str, tables: list[Any], at_least: Any, at_most: Any) -> None:
+    """Issue 11's targets: distro over NATS >= 1.0x raw nats-py one-way (the queue group too)
+    and >= 15x FastStream's NatsBroker; request p50 <= 1.0x nats-py's ``request()``;
+    JetStream consume >= 1.0x a raw durable pull consumer."""
+    if name == "nats":
+        raw = "raw nats-py"
+        for key, what in (("oneway:", "one-way"), ("oneway:queue group of 2", "queue group of 2")):
+            d = _get(tables, name, "distro", key)
+            at_least(
+                f"nats {what}: distro/raw nats-py >= 1.0x", d, _get(tables, name, raw, key), 1.0
+            )
+            at_least(
+                f"nats {what}: distro/FastStream >= 15x",
+                d,
+                _get(tables, name, "FastStream", key),
+                15.0,
+            )
+        at_most(
+            "nats req/reply p50: distro/raw nats-py request() <= 1.0x",
+            _get(tables, name, "distro", "rr:p50"),
+            _get(tables, name, raw, "rr:p50"),
+            1.0,
+        )
+    if name == "jetstream":
+        key = "oneway:consume"
+        at_least(
+            "jetstream consume: distro/raw pull consumer >= 1.0x",
+            _get(tables, name, "distro", key),
+            _get(tables, name, "raw nats-py", key),
+            1.0,
+        )
 
 
 def _share(fraction: float) -> str:
