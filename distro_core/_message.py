@@ -37,6 +37,10 @@ class Message:
     payload: Any = None
     params: dict[str, str] = attrs.field(factory=dict, eq=False)
     _raw: bytes | None = attrs.field(default=None, eq=False, alias="raw")
+    peer_identity: str | None = attrs.field(default=None, eq=False, kw_only=True)
+    """Who sent it, as the transport authenticated the sender (set by the server): over tcp
+    with TLS, the subject of the client's certificate (``"CN=orders,O=Shop"``); over zmq with
+    CURVE, the client's public key. None when the transport authenticated nobody."""
 
     __hash__ = None  # type: ignore[assignment]
 
@@ -69,14 +73,20 @@ class Message:
         return f"Message(id={self.id!r}, headers={self.headers!r}, payload={self.payload!r})"
 
 
-_set_id, _set_headers, _set_payload, _set_params, _set_raw = (
-    Message.__dict__[name].__set__ for name in ("id", "headers", "payload", "params", "_raw")
+_set_id, _set_headers, _set_payload, _set_params, _set_raw, _set_identity = (
+    Message.__dict__[name].__set__
+    for name in ("id", "headers", "payload", "params", "_raw", "peer_identity")
 )
 _new = object.__new__
 
 
 def new_message(
-    id: str, headers: dict[str, Any], payload: Any, params: dict[str, str], raw: bytes | None
+    id: str,
+    headers: dict[str, Any],
+    payload: Any,
+    params: dict[str, str],
+    raw: bytes | None,
+    identity: str | None = None,
 ) -> Message:
     """Build a Message from checked parts, as ``Message(...)`` does but faster.
 
@@ -90,6 +100,7 @@ def new_message(
     _set_payload(msg, payload)
     _set_params(msg, params)
     _set_raw(msg, raw)
+    _set_identity(msg, identity)
     return msg
 
 

@@ -188,11 +188,18 @@ class Peer(abc.ABC):
     :cvar settles: whether the core must call :meth:`settle` for every frame handed over with
         this peer. False by default (nothing to acknowledge to a socket); a transport with
         acknowledgement and redelivery hands one settling peer per frame.
+    :cvar identity: who the sender is, as the transport authenticated it (the subject of a TLS
+        client certificate, a CURVE public key), or None (the default: nobody was
+        authenticated). The server puts it on each message as
+        :attr:`Message.peer_identity <distro_core.Message.peer_identity>`. A transport that
+        authenticates peers sets it per peer (a subclass lists ``"identity"`` in its
+        ``__slots__``).
     """
 
     __slots__ = ("host",)
 
     settles: ClassVar[bool] = False
+    identity: str | None = None
 
     def __init__(self, host: str | None) -> None:
         self.host = host

@@ -32,6 +32,7 @@ __all__ = [
     "ServerLimits",
     "TcpListener",
     "loop_read_buffer",
+    "loop_read_view",
     "where",
 ]
 
@@ -66,12 +67,27 @@ _READ_BUFFERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, bytearray] =
 )
 
 
+_READ_VIEWS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, memoryview] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 def loop_read_buffer(loop: asyncio.AbstractEventLoop) -> bytearray:
     """The read buffer every tcp connection of ``loop`` reads into; it goes when the loop goes."""
     buffer = _READ_BUFFERS.get(loop)
     if buffer is None:
         buffer = _READ_BUFFERS[loop] = bytearray(READ_SIZE)
     return buffer
+
+
+def loop_read_view(loop: asyncio.AbstractEventLoop) -> memoryview:
+    """A memoryview of :func:`loop_read_buffer`: what ``get_buffer`` hands out. asyncio's TLS
+    layer reads a record in pieces into ``buf[offset:]``, which of a bytearray is a copy (the
+    bytes would be lost); of a memoryview it is the same memory."""
+    view = _READ_VIEWS.get(loop)
+    if view is None:
+        view = _READ_VIEWS[loop] = memoryview(loop_read_buffer(loop))
+    return view
 
 
 _NL = b"\n"
@@ -102,6 +118,7 @@ class FrameWriter(asyncio.BufferedProtocol):
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
+        self._read_view = loop_read_view(loop)
         self.batcher = WriteBatcher(loop, self._write_joined, first=self._write_one)
         self.write_frame = self.batcher.write  # one call per frame, no wrapper
         self.lost: asyncio.Future[None] = loop.create_future()
@@ -110,10 +127,10 @@ class FrameWriter(asyncio.BufferedProtocol):
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
 
-    def get_buffer(self, sizehint: int) -> bytearray:
+    def get_buffer(self, sizehint: int) -> memoryview:
         # Every connection of the loop reads into the one shared buffer (see the module
-        # docstring); the subclass sets ``_read_buffer``.
-        return self._read_buffer
+        # docstring); the subclass sets ``_read_buffer``, the buffer under this view.
+        return self._read_view
 
     def _write_one(self, data: bytes) -> None:
         self.transport.write(data + _NL)
@@ -146,13 +163,17 @@ class FrameWriter(asyncio.BufferedProtocol):
 
 
 class TcpPeer(Peer):
-    """The client at the other end of one server connection; one per connection."""
+    """The client at the other end of one server connection; one per connection.
 
-    __slots__ = ("_protocol",)
+    :ivar identity: over TLS, the subject of the client's certificate (see ``_tls``).
+    """
+
+    __slots__ = ("_protocol", "identity")
 
     def __init__(self, host: str | None, protocol: ServerProtocol) -> None:
         super().__init__(host)
         self._protocol = protocol
+        self.identity: str | None = None
 
     def send(self, data: bytes, reply_to: str) -> None:
         protocol = self._protocol
@@ -187,6 +208,10 @@ class ServerProtocol(FrameWriter):
         self.limit = listener.limits.max_frame_size
         self.where = "?"
         self._closing = False
+
+    def set_identity(self, identity: str | None) -> None:
+        """Who the peer is, as TLS authenticated it (before :meth:`connection_made`)."""
+        self._peer.identity = identity
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -373,7 +398,7 @@ class TcpListener(Listener):
         """
         try:
             server = await self.loop.create_server(
-                lambda: ServerProtocol(self), host, port, reuse_port=reuse_port or None
+                self.accept, host, port, reuse_port=reuse_port or None
             )
         except OSError as exc:
             raise map_error(exc, f"tcp: cannot listen on {where(host, port)}") from exc
@@ -381,6 +406,10 @@ class TcpListener(Listener):
         name = server.sockets[0].getsockname()
         self.address = (str(name[0]), int(name[1]))
         self._schedule_sweep()
+
+    def accept(self) -> asyncio.BaseProtocol:
+        """The protocol of a connection just accepted (a TLS listener handshakes first)."""
+        return ServerProtocol(self)
 
     def _schedule_sweep(self) -> None:
         idle = self.limits.idle_timeout

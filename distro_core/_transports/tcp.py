@@ -23,6 +23,7 @@ as on any TCP socket; the connection is then reset and pending requests fail at 
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Mapping
 from typing import Any
 
@@ -48,6 +49,7 @@ from ._tcp_server import (
     loop_read_buffer,
     where,
 )
+from ._tls import TlsListener, TlsSettings, read_tls, tls_failure
 
 __all__ = ["TcpTransport"]
 
@@ -93,6 +95,11 @@ class _ClientProtocol(FrameWriter):
         error: BaseException
         if self._error is not None:
             error = self._error
+        elif isinstance(exc, ssl.SSLError):
+            error = ConnectionError(
+                f"tcp: the TLS connection to {self._connection.where} failed: {tls_failure(exc)}"
+            )
+            error.__cause__ = exc
         elif exc is not None:
             error = ConnectionError(f"tcp: lost the connection to {self._connection.where}: {exc}")
             error.__cause__ = exc
@@ -120,6 +127,14 @@ class _TcpConnection(Connection):
         self._port = port
         self._timeout = options.connect_timeout
         self._send_timeout = options.send_timeout
+        # TLS: handed to create_connection (the handshake bounded like the connection).
+        self._tls: dict[str, Any] = {}
+        if options.tls is not None:
+            self._tls = {
+                "ssl": options.tls.client_context(),
+                "server_hostname": options.tls.server_hostname or host,
+                "ssl_handshake_timeout": options.connect_timeout,
+            }
         self._protocol: _ClientProtocol | None = None
         self._lock = asyncio.Lock()
         self._closed = False
@@ -156,12 +171,18 @@ class _TcpConnection(Connection):
         loop = asyncio.get_running_loop()
         try:
             _, protocol = await asyncio.wait_for(
-                loop.create_connection(lambda: _ClientProtocol(self), self._host, self._port),
+                loop.create_connection(
+                    lambda: _ClientProtocol(self), self._host, self._port, **self._tls
+                ),
                 timeout,
             )
         except asyncio.TimeoutError as exc:
             raise ConnectionError(
                 f"tcp: no connection to {self.where} within {self._timeout:g}s"
+            ) from exc
+        except ssl.SSLError as exc:  # before OSError, which it is
+            raise ConnectionError(
+                f"tcp: TLS handshake with {self.where} failed: {tls_failure(exc)}"
             ) from exc
         except OSError as exc:
             error = map_error(exc, f"tcp: cannot connect to {self.where}")
@@ -257,6 +278,29 @@ class TcpTransport(Transport):
       listen on one port and the kernel spreads connections between them.
     * ``send_timeout``: seconds a client's ``send`` waits while the server reads nothing and
       the connection's buffers are full (10 by default); then it raises ``ConnectionError``.
+
+    TLS (off unless one of these is given; docs/security.md has examples):
+
+    * ``tls``: an ``ssl.SSLContext`` to use as it is (a server-side one for a server, made with
+      ``ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)``, a client-side one for a
+      client), or True to make one from the options below (a client with no ``cafile`` then
+      trusts the system's CAs). A context excludes the options below.
+    * ``certfile``: a PEM file with a certificate (and its key, unless ``keyfile``): a server's
+      own certificate, which a TLS server requires; a client's, for mutual TLS.
+    * ``keyfile``: the PEM private key of ``certfile``, if it is not in that file.
+    * ``cafile``: PEM CA certificates. A client trusts only these for its server's
+      certificate; a server checks client certificates against them, and requires one.
+    * ``client_cert`` (server): ``"required"`` (the default with ``cafile``: mutual TLS),
+      ``"optional"`` (checked when sent) or ``"none"`` (the default without ``cafile``). A
+      handshake that fails (no certificate when one is required, an unknown CA, a client that
+      speaks no TLS, longer than ``connect_timeout``) is counted ``tls_handshake`` and closed.
+    * ``server_hostname`` (client): the name the server's certificate must carry; the
+      ``address`` by default.
+
+    A handler reads the subject of the client's certificate, when it sent one, as
+    ``msg.peer_identity`` (``"CN=orders,O=Shop"``). Files are read, and a key checked against
+    its certificate, when the server or client is made (``ValueError`` naming the option);
+    a server with no certificate is refused when it starts.
     """
 
     name = "tcp"
@@ -275,7 +319,9 @@ class TcpTransport(Transport):
         reuse_port: bool = False,
         *,
         options: Mapping[str, Any],
+        tls: TlsSettings | None = None,
     ) -> None:
+        self.tls = tls
         self.reuse_port = reuse_port
         self.limits = limits or ServerLimits(
             max_frame_size,
@@ -313,6 +359,7 @@ class TcpTransport(Transport):
             opts.integer("max_buffered", max(DEFAULT_MAX_BUFFERED, 4 * size), minimum=size),
             opts.integer("max_write_buffer", max(DEFAULT_MAX_WRITE_BUFFER, 2 * size), minimum=size),
         )
+        tls = read_tls(opts)
         return cls(
             address,
             opts.port(),
@@ -322,10 +369,15 @@ class TcpTransport(Transport):
             limits,
             opts.flag("reuse_port", False),
             options=opts.finish(),
+            tls=tls,
         )
 
     async def listen(self, receiver: Receiver) -> Listener:
-        listener = TcpListener(receiver, self.limits)
+        listener = (
+            TcpListener(receiver, self.limits)
+            if self.tls is None
+            else TlsListener(receiver, self.limits, self.tls.server_context(), self.connect_timeout)
+        )
         await listener.bind(self.address, self.port, reuse_port=self.reuse_port)
         return listener
 
