@@ -150,10 +150,18 @@ class ConfirmingPeer(Peer):
 
     def settle(self, outcome: Outcome, detail: str | None = None) -> None:
         """Remember the reply (the handlers finished) or forget the id (they did not: shed,
-        expired, cancelled at close, the server's own error); then settle the frame."""
+        expired, cancelled at close, the server's own error; or they failed over a transport
+        that settles deliveries, which delivers it again); then settle the frame."""
         if not self._over:
             self._over = True
-            if outcome is Outcome.RETURNED or detail == "expired" or _internal(outcome, detail):
+            if (
+                outcome is Outcome.RETURNED
+                or detail == "expired"
+                or _internal(outcome, detail)
+                # A transport that settles deliveries offers a failed one again (redelivery):
+                # the redelivery must run the handlers, not get the failure back as a repeat.
+                or (outcome is Outcome.FAILED and self._peer.settles)
+            ):
                 self._window.forget(self._msg_id)
             elif self._reply is not None:
                 self._window.done(self._msg_id, self._reply, time.monotonic())

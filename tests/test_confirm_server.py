@@ -466,20 +466,38 @@ def confirmed(uri: str, payload: Any = None, msg_id: str | None = None) -> bytes
 
 async def test_a_repeat_settles_handled_and_the_first_settles_as_usual() -> None:
     server = make_server("memory")
-    server.post("/fail", lambda msg: 1 / 0)
+    server.post("/ok", lambda msg: "done")
     await server.start()
     try:
-        frame = confirmed("/fail")
+        frame = confirmed("/ok")
         first, repeat = SettlingPeer(), SettlingPeer()
         server.frame_received(frame, first)
         server.frame_received(frame, repeat)
     finally:
         await server.aclose()
-    assert first.settled == [(kit.Outcome.FAILED, "ZeroDivisionError: division by zero")]
+    assert first.settled == [(kit.Outcome.HANDLED, None)]
     assert repeat.settled == [(kit.Outcome.HANDLED, None)]
     assert first.replies == repeat.replies and len(first.replies) == 1
+    assert server.stats.handled == 1 and server.stats.repeats == 1
+
+
+async def test_a_failure_is_not_remembered_where_the_transport_delivers_it_again() -> None:
+    # A transport that settles deliveries (a group with redelivery) offers a failed message
+    # again with the same id: that delivery runs the handlers, it is not a repeat.
+    server = make_server("memory")
+    server.post("/fail", lambda msg: 1 / 0)
+    await server.start()
+    try:
+        frame = confirmed("/fail")
+        first, again = SettlingPeer(), SettlingPeer()
+        server.frame_received(frame, first)
+        server.frame_received(frame, again)
+    finally:
+        await server.aclose()
+    failed = (kit.Outcome.FAILED, "ZeroDivisionError: division by zero")
+    assert first.settled == [failed] and again.settled == [failed]
     assert reply_of(first.replies[0]).headers["code"] == "handler_error"
-    assert server.stats.handler_errors == 1 and server.stats.repeats == 1
+    assert server.stats.handler_errors == 2 and server.stats.repeats == 0
 
 
 async def test_a_confirmed_request_shed_as_overloaded_is_handled_when_it_comes_again() -> None:

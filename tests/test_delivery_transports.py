@@ -306,13 +306,6 @@ async def test_a_handler_that_raises_is_counted_and_the_message_not_delivered_ag
     assert server.stats.handler_errors == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="found writing docs/delivery.md: the redelivery of a confirmed send carries the id "
-    "the server's confirm window remembers with its error reply, so the server answers it as a "
-    "repeat without running the handler and settles it handled: no retry, no dead letter "
-    "(stats: received 2, handler_errors 1, repeats 1)",
-)
 async def test_in_a_memory_group_a_confirmed_send_whose_handler_raises_is_retried() -> None:
     """The first delivery's error answers the confirmed send; the message is delivered again
     after redelivery_delay, as a plain send's is (tests/test_memory_groups.py)."""

@@ -239,13 +239,6 @@ async def test_in_a_group_a_plain_send_whose_handler_raises_is_delivered_again(
     assert server.stats.handler_errors == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="found writing docs/delivery.md: the redelivered entry of a confirmed send carries "
-    "the id the server's confirm window remembers with its error reply, so the server answers "
-    "it as a repeat without running the handler and the entry is acknowledged: no retry, no "
-    "dead letter (stats: received 2, handler_errors 1, repeats 1; XPENDING empty)",
-)
 async def test_in_a_group_a_confirmed_send_whose_handler_raises_fails_at_once_and_is_retried(
     options: dict[str, Any],
 ) -> None:
