@@ -119,11 +119,13 @@ async def test_a_one_way_send_with_no_server_running(name: str) -> None:
             assert client.stats.sent == 0
             return
         for n in range(5):
-            await client.send(order(n))  # udp: returns; nothing listens, nothing says so
-        await asyncio.sleep(0.1)  # an ICMP "port unreachable" has come back by now
+            await client.send(order(n))  # udp: returns; nothing listens
+        # The ICMP "port unreachable" that comes back is counted (and logged) as unheard: at
+        # least one datagram was lost (the kernel keeps one pending error per socket).
+        await wait_until(lambda: client.stats.unheard > 0, timeout=5, what="a refusal counted")
         await client.send(order(5))
         assert client.stats.sent == 6
-        assert client.stats.unheard == 0
+        assert 1 <= client.stats.unheard <= 6
 
 
 @pytest.mark.parametrize("name", ["tcp", "zmq"])
@@ -214,11 +216,14 @@ async def test_forty_one_way_sends_across_a_server_restart(name: str) -> None:
     assert result["duplicates"] == 0
     assert before <= handled
     if name.startswith("udp"):
-        # Every datagram sent while nothing listened is gone: no error, no counter.
+        # Every datagram sent while nothing listened is gone, without an error; the ICMP
+        # refusals that came back are counted unheard (at least one, at most one per datagram).
         assert raised == set()
         assert handled == before | after
         assert result["lost"] == sorted(down)
-        assert result["client"].sent == 40 and result["client"].unheard == 0
+        assert result["client"].sent == 40
+        assert 1 <= result["client"].unheard <= len(down), result["client"]
+        print(f"\n{name}: 20 datagrams lost while down, {result['client'].unheard} counted unheard")
     else:
         # Nothing is lost silently: each send was handled or raised ConnectionError.
         assert result["lost"] == []

@@ -289,6 +289,10 @@ class _UDPConnection(_Endpoint, Connection):
             text = f"{self._name}: a datagram to {where} was lost: {exc}"
         error = ConnectionError(text)
         error.__cause__ = exc
+        # Counted and logged by the client (stats.unheard): at least one datagram was lost.
+        # The kernel keeps one pending error per socket, so a burst refused at once counts as
+        # one, and a datagram lost on the way is not reported at all (use confirm=True).
+        self._receiver.unheard(text)
         self._receiver.connection_lost(error)
 
     def connection_lost(self, exc: Exception | None) -> None:
