@@ -218,3 +218,31 @@ def test_the_confirm_window_is_a_server_option() -> None:
         factory.server(port=0, confirm_window=-1)
     with pytest.raises(TypeError, match="confirm_window_age"):
         factory.server(port=0, confirm_window_age="1")
+
+
+async def test_a_confirmation_for_an_id_never_sent_is_ignored_and_counted() -> None:
+    # A raw udp "server" answers the client's confirmed send with a confirmation for another
+    # id first, then some garbage, then the right one: the send returns, the stranger is
+    # counted `late`, the garbage `invalid`.
+    loop = asyncio.get_running_loop()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.setblocking(False)
+    factory = distro.create("udp4")
+    try:
+        async with factory.client(address="127.0.0.1", port=sock.getsockname()[1]) as client:
+            sending = asyncio.ensure_future(client.send(order(1), confirm=True, timeout=5))
+            data, addr = await loop.sock_recvfrom(sock, 65536)
+            request = distro.parse(data)
+            assert request.headers["confirm"] is True
+            for reply_id in ("never-sent", request.id):
+                if reply_id == request.id:
+                    await loop.sock_sendto(sock, b"not json", addr)
+                reply = distro.message({"uri": "REPLY", "inReplyTo": reply_id}, None)
+                await loop.sock_sendto(sock, reply.to_bytes(), addr)
+            await asyncio.wait_for(sending, 5)
+            assert client.stats.confirmed == 1
+            assert client.stats.late == 1
+            assert client.stats.invalid == 1
+    finally:
+        sock.close()
