@@ -26,22 +26,34 @@ from collections.abc import Mapping
 from typing import Any
 
 import attrs
+import nats.errors
+import nats.js.errors
 
 import distro_core as distro
 from distro_core import transport as kit
 
-from ._jetstream_config import JetStreamConfig, read_jetstream_options
+from ._jetstream_config import (
+    JetStreamConfig,
+    read_jetstream_options,
+    routes_stream_name,
+    routes_subjects,
+)
 from ._jetstream_pull import Puller
 from ._jetstream_setup import ensure_streams
 from ._link import Link, log
 from ._transport import NatsConnection, NatsListener, _head
-from .subjects import escape, message_subject, unescape
+from .subjects import Owners, escape, message_subject, unescape
 
 __all__ = ["JetStreamConnection", "JetStreamListener", "JetStreamTransport"]
 
 _CRLF = b"\r\n"
 _CACHE_LIMIT = 4096
 _ERROR = b'"error"'
+HEADER_ROOM = 256
+"""Bytes of a NATS ``max_payload`` kept for the ``Nats-Msg-Id`` header of a send: the default
+``max_message_size`` is 1 MiB (NATS's default ``max_payload``) less this."""
+_ROUTES_TTL = 1.0
+"""Seconds a client trusts the routes it read when they matched none of a request's."""
 
 
 class JetStreamListener(NatsListener):
@@ -132,6 +144,9 @@ class JetStreamConnection(NatsConnection):
         self._room.set()
         self._error: distro.TransportError | None = None
         self._watch: asyncio.Task[None] | None = None
+        self._routes = Owners()
+        self._routes_read = -_ROUTES_TTL
+        self._reading: asyncio.Task[None] | None = None
         self.refused = 0
         """Sends JetStream refused (each raised by the send after it)."""
 
@@ -191,6 +206,49 @@ class JetStreamConnection(NatsConnection):
             await self._wait_for_room()
         if link.congested:
             await link.written(self.config.connect_timeout)
+
+    async def request(self, data: bytes, message: distro.Message) -> None:
+        if self._closed:
+            raise distro.ConnectionError("jetstream transport: the client is closed")
+        headers = message.headers
+        subject = message_subject(self.config.prefix, headers["uri"], headers.get("verb"))
+        if self._routes.owner(subject) is None:
+            if asyncio.get_running_loop().time() - self._routes_read > _ROUTES_TTL:
+                await self._read_routes()
+            if self._routes.owner(subject) is None:
+                self._receiver.request_failed(
+                    message.id,
+                    kit.RequestFailure.NO_RECEIVER,
+                    f"no server on {self.config.bus} has registered a route for it",
+                )
+                return
+        await super().request(data, message)
+
+    async def _read_routes(self) -> None:
+        """Read the routes stream's subjects again (one read at a time, shared)."""
+        task = self._reading
+        if task is None or task.done():
+            task = self._reading = asyncio.get_running_loop().create_task(self._fetch_routes())
+        await asyncio.shield(task)
+
+    async def _fetch_routes(self) -> None:
+        link = self._link
+        if link is None:
+            raise distro.ConnectionError("jetstream transport: the client is not open")
+        config = self.jetstream
+        js = link.jetstream(timeout=self.config.connect_timeout)
+        name = routes_stream_name(config.stream)
+        try:
+            info = await js.stream_info(name, subjects_filter=">")
+        except nats.js.errors.NotFoundError:
+            await ensure_streams(link, config, dead=False)
+            info = await js.stream_info(name, subjects_filter=">")
+        except (nats.errors.Error, OSError) as exc:
+            raise distro.ConnectionError(
+                f"jetstream transport: reading the routes of {config.prefix}: {exc!r}"
+            ) from exc
+        self._routes = Owners(routes_subjects(config.prefix, info.state.subjects or {}))
+        self._routes_read = asyncio.get_running_loop().time()
 
     async def _writable(self, size: int) -> Link:
         link = self._link
@@ -301,10 +359,11 @@ class JetStreamConnection(NatsConnection):
                 "(they may be lost)",
                 len(self._unacked),
             )
-        watch, self._watch = self._watch, None
-        if watch is not None:
-            watch.cancel()
-            await asyncio.gather(watch, return_exceptions=True)
+        for task in (self._watch, self._reading):
+            if task is not None and not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        self._watch = self._reading = None
         await super().aclose()
 
 
@@ -328,7 +387,7 @@ class JetStreamTransport(kit.Transport):
     capabilities = kit.Capabilities(
         ordered=True,
         reliable=True,
-        max_message_size=1024 * 1024,
+        max_message_size=1024 * 1024 - HEADER_ROOM,
         request_reply=True,
         acknowledgements=True,
         fan_out=True,
@@ -356,7 +415,7 @@ class JetStreamTransport(kit.Transport):
         """
         opts = kit.Options(cls.name, options)
         config = read_jetstream_options(opts)
-        limit = opts.integer("max_message_size", 1024 * 1024, minimum=1)
+        limit = opts.integer("max_message_size", 1024 * 1024 - HEADER_ROOM, minimum=1)
         transport = cls(config, options=opts.finish())
         if limit != cls.capabilities.max_message_size:
             transport.capabilities = attrs.evolve(cls.capabilities, max_message_size=limit)

@@ -8,6 +8,10 @@ Names (``<prefix>`` is the subject prefix, ``distro`` by default):
   (``<prefix>._ack.<n>``, RECEIVED over core NATS);
 * the **dead-letter stream**, ``DISTRODEAD_<prefix escaped>``, takes ``<prefix>._dead.>``: a
   group's dead letters are published on ``<prefix>._dead.<group token>``;
+* the **routes stream**, ``DISTROROUTES_<prefix escaped>``, keeps one (empty) message per
+  route any server of the prefix ever served, on ``<prefix>._routes.<VERB>.<tokens>`` (a
+  ``{param}`` token written ``%%%``, a catch-all ``%%%%``): a client's request that no such
+  route matches fails at once instead of waiting for its time-out;
 * a group's **durable consumer** is named after the group (escaped); a server without a group
   reads through an ephemeral consumer of its own;
 * a dead letter re-driven for one group goes on ``<prefix>._to.<group token>.<VERB>...``:
@@ -45,6 +49,9 @@ __all__ = [
     "name_token",
     "read_jetstream_options",
     "redrive_head",
+    "route_marks",
+    "routes_stream_name",
+    "routes_subjects",
     "stream_name",
     "stream_subjects",
 ]
@@ -76,6 +83,41 @@ def stream_name(prefix: str) -> str:
 def dead_stream_name(stream: str) -> str:
     """The dead-letter stream that goes with ``stream``."""
     return "DISTRODEAD_" + stream.removeprefix("DISTRO_")
+
+
+def routes_stream_name(stream: str) -> str:
+    """The routes stream that goes with ``stream``."""
+    return "DISTROROUTES_" + stream.removeprefix("DISTRO_")
+
+
+PARAM_MARK = "%%%"
+"""A ``{param}`` token (``*``) in a routes-stream subject (never made by escaping)."""
+ALL_MARK = "%%%%"
+"""A catch-all's ``>`` in a routes-stream subject."""
+
+
+def route_marks(prefix: str, patterns: frozenset[str]) -> list[str]:
+    """The routes-stream subjects of a server's subscription patterns (:func:`.subjects.plan`)."""
+    head = f"{prefix}."
+    out = []
+    for pattern in sorted(patterns):
+        tokens = pattern[len(head) :].split(".")
+        marked = [PARAM_MARK if t == "*" else ALL_MARK if t == ">" else t for t in tokens]
+        out.append(f"{prefix}._routes." + ".".join(marked))
+    return out
+
+
+def routes_subjects(prefix: str, marks: object) -> frozenset[str]:
+    """The subscription patterns of routes-stream subjects (the inverse of
+    :func:`route_marks`); others are ignored."""
+    head = f"{prefix}._routes."
+    out = set()
+    for mark in marks if isinstance(marks, (list, tuple, set, frozenset, dict)) else ():
+        if isinstance(mark, str) and mark.startswith(head):
+            tokens = mark[len(head) :].split(".")
+            plain = ["*" if t == PARAM_MARK else ">" if t == ALL_MARK else t for t in tokens]
+            out.add(f"{prefix}." + ".".join(plain))
+    return frozenset(out)
 
 
 def stream_subjects(prefix: str) -> list[str]:

@@ -45,7 +45,7 @@ from nats.nuid import NUID
 import distro_core as distro
 from distro_core import transport as kit
 
-from ._jetstream_config import JetStreamConfig, dead_subject, redrive_head
+from ._jetstream_config import JetStreamConfig, dead_subject, redrive_head, route_marks
 from ._jetstream_setup import ensure_consumer, ensure_streams
 from ._link import Link, log
 from .subjects import Owners, plan
@@ -194,6 +194,7 @@ class Puller:
         link = self.link
         await ensure_streams(link, self.config)
         await self._ensure_consumer()
+        await self._register()
         try:
             self._sub = sub = await link.subscribe(self._inbox + ".>")
         except (nats.errors.Error, OSError) as exc:
@@ -209,10 +210,26 @@ class Puller:
         self._next_head = f"PUB {subject} {self._inbox}.".encode()
 
     def set_routes(self, routes: Any, catch_all: bool) -> None:
-        """Take messages for these routes (the server's, see :func:`~.subjects.plan`)."""
-        self._owners = Owners(plan(self.config.prefix, routes, catch_all))
+        """Take messages for these routes (the server's, see :func:`~.subjects.plan`), and
+        register them in the routes stream (once open)."""
+        patterns = plan(self.config.prefix, routes, catch_all)
+        new = patterns - set(self._owners.subjects)
+        self._owners = Owners(patterns)
         self._catch_all = catch_all
         self._matches.clear()
+        if new and self._next_head and not self._closing:
+            self._spawn(self._register(new))
+
+    async def _register(self, patterns: frozenset[str] | None = None) -> None:
+        """Publish this server's routes to the routes stream (confirmed by JetStream), so that
+        clients' requests matching them wait for a server instead of failing at once."""
+        marks = route_marks(self.config.prefix, patterns or frozenset(self._owners.subjects))
+        js = self.link.jetstream(timeout=self.config.nats.connect_timeout)
+        try:
+            for mark in marks:
+                await js.publish(mark, b"")
+        except (nats.errors.Error, OSError) as exc:
+            log.error("jetstream transport: registering routes failed: %r", exc)
 
     # -- pulling ----------------------------------------------------------------------------
 
@@ -415,6 +432,7 @@ class Puller:
     async def _recover(self) -> None:
         try:
             await ensure_streams(self.link, self.config)
+            await self._register()
             if self._grouped:
                 await self._ensure_consumer()
             else:
