@@ -64,10 +64,10 @@ def main(argv: list[str]) -> int:
     command = argv[0] if argv else "help"
     rest = argv[1:]
     if command == "example":
-        ensure_env("fast,test,dev")
+        ensure_env("fast,test,dev,cli,reload")
         return run(PY, "examples/orders_customers.py", *rest, check=False)
     if command == "test":
-        ensure_env("fast,test,dev")
+        ensure_env("fast,test,dev,cli,reload")
         env_ok = True
         # Every plugin's tests, including plugins the root pyproject's testpaths do not list.
         paths = [] if rest else ["tests", *(str(p.relative_to(ROOT) / "tests") for p in PLUGINS)]
@@ -93,7 +93,7 @@ def main(argv: list[str]) -> int:
             env_ok &= run(PY, "-m", "mypy", *packages, check=False) == 0
         return code if code else (0 if env_ok else 1)
     if command == "bench":
-        ensure_env("fast,test,dev")
+        ensure_env("fast,test,dev,cli,reload")
         return run(PY, "bench/run.py", *rest, check=False)
     print(__doc__)
     return 0 if command in ("help", "-h", "--help") else 2

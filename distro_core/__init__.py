@@ -11,8 +11,12 @@ Quick start::
     def update(msg):
         ...
 
-This namespace holds what service authors use: :func:`create`, servers, clients, messages and
-the exceptions. Transport authors find the contract and its plumbing in
+A service that owns a server and the clients it calls is a :class:`Service`, served with
+``await service.serve("tcp", port=8001)`` or from the command line with ``distro run
+app:service --transport tcp --option port=8001`` (:mod:`distro_core.cli`, the ``cli`` extra).
+
+This namespace holds what service authors use: :func:`create`, services, servers, clients,
+messages and the exceptions. Transport authors find the contract and its plumbing in
 :mod:`distro_core.transport`; the conformance kit is :mod:`distro_core.testing`. The
 ``_modules`` behind them are private.
 """
@@ -38,6 +42,7 @@ from ._exceptions import (
 from ._factory import Factory, create, transports
 from ._message import VERBS, Message, message, parse
 from ._server import Handler, Server, ServerStats
+from ._service import Hook, Service
 from ._stats import ClientStats
 from ._sync_client import SyncClient
 from ._transports.memory import MemoryNetwork
@@ -53,6 +58,7 @@ __all__ = [
     "DuplicateTransport",
     "Factory",
     "Handler",
+    "Hook",
     "MemoryNetwork",
     "Message",
     "MessageError",
@@ -63,6 +69,7 @@ __all__ = [
     "RouteError",
     "Server",
     "ServerStats",
+    "Service",
     "StateError",
     "SyncClient",
     "TransportError",

@@ -1,15 +1,18 @@
-"""The ways a server is run: ``async with server:`` and the blocking :meth:`Lifecycle.run`,
-shared by every server through :class:`Lifecycle`, on top of its ``start`` and ``aclose``."""
+"""The ways a server (or a :class:`~distro_core.Service`) is run: ``async with server:``,
+``await server.serve_until_signalled()`` and the blocking :meth:`Lifecycle.run`, shared through
+:class:`Lifecycle`, on top of its ``start`` and ``aclose``."""
 
 from __future__ import annotations
 
 import abc
 import asyncio
 import signal
+import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, TypeVar
 
 from ._exceptions import StateError
+from ._stats import ServerLog
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -30,6 +33,12 @@ class Lifecycle(abc.ABC):
     @abc.abstractmethod
     async def aclose(self) -> None:
         """Stop serving; idempotent."""
+
+    def _signal_received(self, name: str) -> None:
+        """Log the signal that ends :meth:`serve_until_signalled` (through the server's log)."""
+        log = getattr(self, "_log", None)
+        if isinstance(log, ServerLog):
+            log.signalled(name)
 
     async def __aenter__(self: _L) -> _L:
         await self.start()
@@ -59,19 +68,47 @@ class Lifecycle(abc.ABC):
     async def serve_until_signalled(
         self, signals: Sequence[int] = (signal.SIGINT, signal.SIGTERM)
     ) -> None:
-        """Start, serve until one of ``signals`` arrives (or the server is closed), then close."""
+        """Start, serve until one of ``signals`` arrives, then close gracefully (the signal is
+        logged at INFO, with the drain and the close). A signal while starting stops the start
+        (a service's startup hooks are cancelled) and returns. Only the main thread can
+        receive signals: elsewhere this serves until the task running it is cancelled.
+
+        :raises AddressInUse: the address is taken (from :meth:`start`).
+        """
         loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
         stop = asyncio.Event()
+        starting = True
         installed = []
+
+        def stopped(signum: int) -> None:
+            if not stop.is_set():
+                self._signal_received(signal.Signals(signum).name)
+                if starting and task is not None:
+                    task.cancel()  # stop starting (a startup hook may wait for another service)
+            stop.set()
+
         for signum in signals:
             try:
-                loop.add_signal_handler(signum, stop.set)
+                loop.add_signal_handler(signum, stopped, signum)
                 installed.append(signum)
             except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
                 pass
         try:
-            async with self:
+            try:
+                await self.start()
+            except asyncio.CancelledError:
+                if not stop.is_set():
+                    raise
+                if sys.version_info >= (3, 11) and task is not None:
+                    task.uncancel()
+                return
+            finally:
+                starting = False
+            try:
                 await stop.wait()
+            finally:
+                await self.aclose()
         finally:
             for signum in installed:
                 loop.remove_signal_handler(signum)

@@ -125,7 +125,7 @@ class Server(HandlerTable, Lifecycle):
         self._spoofable = not caps.reliable  # datagrams: see _replies (no amplification)
         self.stats = ServerStats()
         """Counters of what this server has received, handled and dropped."""
-        self._log = ServerLog(self.stats, logger)
+        self._log = ServerLog(self.stats, logger, transport.name)
         self._replies = Replies(transport, self.stats, self._log, ack_any_address)
         self._acks = self._replies.acks
         self._refuse = self._replies.refuse
@@ -174,6 +174,7 @@ class Server(HandlerTable, Lifecycle):
         except BaseException:
             self._state = _State.CLOSED
             raise
+        self._log.started(self.transport.describe(), self._listener.address)
 
     async def aclose(self) -> None:
         """Close gracefully: refuse new messages (a request is answered ``closing`` at once),
@@ -185,6 +186,7 @@ class Server(HandlerTable, Lifecycle):
         self._state = _State.CLOSING
         listener = self._listener
         assert listener is not None
+        self._log.draining(len(self._tasks), self._sched.queued, self._close_timeout)
         # Reading goes on (unless paused for back-pressure): what comes is refused at once.
         for msg, _, _, peer, data in self._sched.drain():
             self._unstarted -= 1
@@ -199,6 +201,7 @@ class Server(HandlerTable, Lifecycle):
         await self._acks.aclose()
         await listener.aclose()
         self._state = _State.CLOSED
+        self._log.closed()
 
     # -- the Receiver protocol (called by the transport) ----------------------------------
 

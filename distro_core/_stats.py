@@ -3,14 +3,14 @@ go with the counts (:class:`ServerLog`)."""
 
 from __future__ import annotations
 
+import ipaddress
 import logging
-import traceback
 from typing import TYPE_CHECKING
 
 import attrs
 
 from ._dispatch import HandlerTimeout
-from ._logging import Logger, RateLimitedLog
+from ._logging import Log, Logger, RateLimitedLog
 
 if TYPE_CHECKING:
     from ._handlers import Entry
@@ -92,8 +92,13 @@ class ClientStats:
 
 
 class ServerLog:
-    """What goes wrong for a server, counted in its :class:`ServerStats` and logged: dropped
-    frames, failed handlers, handlers cancelled at close and the server's own errors.
+    """What happens to a server, logged: its start, the signal that stops it, the drain and
+    the close (INFO); and what goes wrong, counted in its :class:`ServerStats` and logged:
+    dropped frames, failed handlers, handlers cancelled at close and the server's own errors.
+
+    Every line carries structured fields (``extra``): ``event``, ``transport``, and where
+    known ``msg_id``, ``uri``, ``verb``, ``handler``, ``reason``, ``address``. A failed handler's
+    exception is the record's ``exc_info``.
 
     Every line a peer can cause per frame is rate-limited (:class:`RateLimitedLog`: a few
     lines per reason, or per handler and exception type, every ten seconds, then a count of
@@ -102,29 +107,85 @@ class ServerLog:
 
     :param stats: the server's counters.
     :param logger: the server's logger.
+    :param transport: the transport's name, a field of every line.
     """
 
-    __slots__ = ("_logger", "_quiet", "_stats")
+    __slots__ = ("_log", "_quiet", "_stats")
 
-    def __init__(self, stats: ServerStats, logger: Logger) -> None:
+    def __init__(self, stats: ServerStats, logger: Logger, transport: str = "") -> None:
         self._stats = stats
-        self._logger = logger
-        self._quiet = RateLimitedLog(logger)
+        self._log = Log(logger, transport=transport)
+        self._quiet = RateLimitedLog(self._log)
+
+    def started(self, where: str, address: tuple[str, int]) -> None:
+        """Log that the server listens on ``address`` (``where``: the transport's text)."""
+        host, port = address
+        self._log.log(
+            logging.INFO,
+            "distro: serving %s on %s",
+            where,
+            _where(host, port),
+            extra={"event": "started", "address": _where(host, port), "port": port},
+        )
+
+    def signalled(self, name: str) -> None:
+        """Log the signal (``"SIGTERM"``) that stops the server."""
+        self._log.log(
+            logging.INFO,
+            "distro: %s received, closing gracefully",
+            name,
+            extra={"event": "signal", "signal": name},
+        )
+
+    def draining(self, running: int, queued: int, timeout: float) -> None:
+        """Log that closing starts with ``running`` handlers running and ``queued`` messages
+        waiting (which are refused)."""
+        self._log.log(
+            logging.INFO,
+            "distro: draining: %d handler(s) still running (waiting up to %.3gs), "
+            "%d queued message(s) refused",
+            running,
+            timeout,
+            queued,
+            extra={"event": "draining", "running": running, "queued": queued},
+        )
+
+    def closed(self) -> None:
+        """Log that the server closed, with its counters."""
+        stats = self._stats
+        self._log.log(
+            logging.INFO,
+            "distro: closed: %s",
+            stats,
+            extra={"event": "closed", "stats": attrs.asdict(stats)},
+        )
 
     def dropped(self, reason: str, detail: str) -> None:
         """Count a frame or message dropped for ``reason`` and log ``detail``."""
         dropped = self._stats.dropped
         dropped[reason] = dropped.get(reason, 0) + 1
-        self._quiet.log(reason, logging.WARNING, "distro: dropped (%s): %s", reason, detail)
+        self._quiet.log(
+            reason,
+            logging.WARNING,
+            "distro: dropped (%s): %s",
+            reason,
+            detail,
+            extra={"event": "dropped", "reason": reason},
+        )
 
     def handler_failed(self, entry: Entry, msg: Message, exc: Exception) -> str:
         """Count and log (rate-limited, per handler and exception type) a handler that raised
-        ``exc`` on ``msg``, with its traceback; or one cancelled at its deadline.
+        ``exc`` on ``msg``, with ``exc`` as the record's ``exc_info``; or one cancelled at its
+        deadline.
 
         :returns: the failure's text for an error reply: ``"ValueError: ..."``.
         """
         kind = type(exc)
-        where = (entry.name, msg.id, msg.headers.get("verb") or "GET", msg.headers["uri"])
+        headers = msg.headers
+        verb = headers.get("verb") or "GET"
+        fields = {"msg_id": msg.id, "uri": headers["uri"], "verb": verb, "handler": entry.name}
+        text = _text(exc)  # an exception whose __str__ raises must not escape the server
+        where = (entry.name, msg.id, verb, headers["uri"])
         if kind is HandlerTimeout:
             self._stats.handler_timeouts += 1
             self._quiet.log(
@@ -133,6 +194,7 @@ class ServerLog:
                 "distro: handler %s timed out on message %s (%s %s): %s",
                 *where,
                 exc,
+                extra={"event": "handler_timeout", **fields},
             )
             return str(exc)
         self._stats.handler_errors += 1
@@ -141,22 +203,22 @@ class ServerLog:
             logging.ERROR,
             "distro: handler %s failed on message %s (%s %s): %s",
             *where,
-            _Traceback(exc),
+            text,
+            exc_info=exc,
+            extra={"event": "handler_failed", "error": kind.__qualname__, **fields},
         )
-        try:
-            return f"{kind.__name__}: {exc}"
-        except Exception:  # an exception whose __str__ raises must not escape the server
-            return f"{kind.__name__} (its text cannot be shown)"
+        return text
 
     def cancelled(self, server: str, count: int, timeout: float) -> None:
         """Log that closing ``server`` cancelled ``count`` handlers still running after
         ``timeout`` seconds."""
-        self._logger.log(
+        self._log.log(
             logging.WARNING,
             "distro server %s: cancelled %d handler(s) still running after %.3gs",
             server,
             count,
             timeout,
+            extra={"event": "cancelled", "cancelled": count},
         )
 
     def internal_error(self, exc: BaseException | None) -> None:
@@ -165,22 +227,27 @@ class ServerLog:
         dropped = self._stats.dropped
         dropped["internal"] = dropped.get("internal", 0) + 1
         self._quiet.log(
-            "internal", logging.ERROR, "distro: internal error while handling: %s", _Traceback(exc)
+            "internal",
+            logging.ERROR,
+            "distro: internal error while handling: %s",
+            _text(exc),
+            exc_info=exc,
+            extra={"event": "internal_error"},
         )
 
 
-class _Traceback:
-    """An exception's traceback, formatted only if the line is logged."""
+def _where(host: str, port: int) -> str:
+    try:
+        v6 = ipaddress.ip_address(host).version == 6
+    except ValueError:  # a name, or a bus (redis://...)
+        v6 = False
+    return f"[{host}]:{port}" if v6 else f"{host}:{port}"
 
-    __slots__ = ("_exc",)
 
-    def __init__(self, exc: BaseException | None) -> None:
-        self._exc = exc
-
-    def __str__(self) -> str:
-        if self._exc is None:
-            return "None"
-        try:
-            return "".join(traceback.format_exception(self._exc)).rstrip()
-        except Exception:
-            return f"{type(self._exc).__name__} (its traceback cannot be shown)"
+def _text(exc: BaseException | None) -> str:
+    if exc is None:
+        return "None"
+    try:
+        return f"{type(exc).__name__}: {exc}"
+    except Exception:
+        return f"{type(exc).__name__} (its text cannot be shown)"

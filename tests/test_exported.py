@@ -16,15 +16,16 @@ from typing import Any
 import pytest
 
 import distro_core as distro
+import distro_core.cli
 import distro_core.testing
 from distro_core import hookspecs
 from distro_core import transport as kit
 
 PACKAGE = Path(distro.__file__).parent
 
-# The public namespaces, one per audience: service authors, transport authors, and transport
-# authors' tests (the conformance kit).
-NAMESPACES = [distro, kit, distro_core.testing]
+# The public namespaces, one per audience: service authors, transport authors, transport
+# authors' tests (the conformance kit), and the console script's entry point.
+NAMESPACES = [distro, kit, distro_core.testing, distro_core.cli]
 _ids = [ns.__name__ for ns in NAMESPACES]
 
 
