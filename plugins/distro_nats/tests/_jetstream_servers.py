@@ -18,7 +18,7 @@ import nats.js.errors
 import pytest
 from _nats_servers import NatsProcess, answers, free_port, nats_binary, unavailable
 
-from distro_nats._jetstream_config import dead_stream_name, stream_name
+from distro_nats._jetstream_config import dead_stream_name, routes_stream_name, stream_name
 
 __all__ = ["JetStreamProcess", "delete_streams", "has_jetstream", "js_options", "js_url"]
 
@@ -71,14 +71,14 @@ def has_jetstream(url: str) -> bool:
 
 
 def delete_streams(url: str, prefix: str) -> None:
-    """Delete the stream of ``prefix`` and its dead-letter stream (if they are there)."""
+    """Delete the streams of ``prefix`` (messages, dead letters, routes) that are there."""
 
     async def delete() -> None:
         nc = await nats.connect(url, connect_timeout=2, max_reconnect_attempts=0)
         try:
             js = nc.jetstream()
             stream = stream_name(prefix)
-            for name in (stream, dead_stream_name(stream)):
+            for name in (stream, dead_stream_name(stream), routes_stream_name(stream)):
                 try:
                     await js.delete_stream(name)
                 except nats.js.errors.NotFoundError:
