@@ -41,8 +41,8 @@ QUEUE = "bench"
 
 
 def subject(params: dict[str, Any]) -> str:
-    """The run's subject: ``bench.<the uri's unique part>``."""
-    return "bench." + params["uri"].split("/")[2]
+    """The run's subject: ``bench.<the uri's unique part>`` (or ``params["subject"]``)."""
+    return params.get("subject") or "bench." + params["uri"].split("/")[2]
 
 
 async def _connect() -> Any:

@@ -3,7 +3,7 @@
     python3 dev.py bench                      # everything (about 5-8 minutes)
     python3 dev.py bench --quick              # small counts: a smoke test of the harness
     python3 dev.py bench --only udp4,tcp      # some tables (udp4 udp6 tcp zmq redis redis-streams
-                                              # nats memory micro)
+                                              # nats jetstream memory micro)
     .venv/bin/python bench/run.py --micro     # only the pytest-benchmark micro-benchmarks
 
 Senders and receivers run in separate processes; see docs/benchmarks.md for what each number
@@ -37,8 +37,29 @@ BENCH_MODULES = {
     "redis": "redis",
     "nats": "nats-py",
 }
-SECTIONS = ["udp4", "udp6", "tcp", "zmq", "redis", "redis-streams", "nats", "memory", "micro"]
-DEFAULT = ["udp4", "tcp", "zmq", "redis", "redis-streams", "nats", "memory", "micro"]
+SECTIONS = [
+    "udp4",
+    "udp6",
+    "tcp",
+    "zmq",
+    "redis",
+    "redis-streams",
+    "nats",
+    "jetstream",
+    "memory",
+    "micro",
+]
+DEFAULT = [
+    "udp4",
+    "tcp",
+    "zmq",
+    "redis",
+    "redis-streams",
+    "nats",
+    "jetstream",
+    "memory",
+    "micro",
+]
 
 FULL = {
     "count": 200_000,

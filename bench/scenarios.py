@@ -348,6 +348,39 @@ def _nats(name: str) -> Table:
     return table
 
 
+JS_PUBLISH = "publish (acked, 64 in flight)"
+JS_CONSUME = "consume (durable pull)"
+
+
+def _jetstream(name: str) -> Table:
+    import jetstream
+
+    impls = [
+        Impl("distro", oneway=(jetstream.distro_receiver, jetstream.distro_sender))
+        if name in distro.transports()
+        else Impl("distro", missing=f"transport {name!r} not available (not installed yet)"),
+        Impl("raw nats-py", oneway=(jetstream.raw_receiver, jetstream.raw_sender)),
+    ]
+    for impl in impls:
+        impl.params["transport"] = name if impl.label == "distro" else None
+    table = Table(
+        name,
+        f"{name}: distro vs raw nats-py JetStream on {harness.NATS_URL}",
+        impls,
+        [(JS_PUBLISH, {"js_mode": "publish"}), (JS_CONSUME, {"js_mode": "consume"})],
+    )
+    table.remarks.append(
+        "publish: one publisher process, the rate is messages stored in the stream (their "
+        "PubAcks received) per second; raw: js.publish_async with publish_async_max_pending=64; "
+        "distro: await client.send(msg) on a client made with max_unacked=64 (its sends carry a "
+        "Nats-Msg-Id for JetStream's de-duplication). consume: the stream is filled first, "
+        f"then one consumer process makes its durable consumer and reads it all; raw: "
+        f"pull_subscribe(durable) + fetch({jetstream.FETCH}), orjson and await msg.ack() per "
+        "message; distro: a server with group='bench' (its durable consumer), handler counting"
+    )
+    return table
+
+
 _TABLES: dict[str, Callable[[str], Table]] = {
     "udp4": _udp,
     "udp6": _udp,
@@ -356,6 +389,7 @@ _TABLES: dict[str, Callable[[str], Table]] = {
     "redis": _redis,
     "redis-streams": _redis_streams,
     "nats": _nats,
+    "jetstream": _jetstream,
 }
 TRANSPORTS = list(_TABLES)
 

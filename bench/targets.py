@@ -127,7 +127,7 @@ def _nats_targets(name: str, tables: list[Any], at_least: Any, at_most: Any) -> 
             1.0,
         )
     if name == "jetstream":
-        key = "oneway:consume"
+        key = "oneway:consume (durable pull)"
         at_least(
             "jetstream consume: distro/raw pull consumer >= 1.0x",
             _get(tables, name, "distro", key),
