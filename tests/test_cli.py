@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from _cli import DISTRO, distro, free_port, running
 
 SERVICE = textwrap.dedent(
