@@ -250,6 +250,35 @@ class JetStreamConnection(NatsConnection):
         self._routes = Owners(routes_subjects(config.prefix, info.state.subjects or {}))
         self._routes_read = asyncio.get_running_loop().time()
 
+    async def _ready(self) -> Link:
+        """The link, once connected: waits up to ``connect_timeout`` for a reconnection
+        (polling too: nats-py says it is reconnecting before its disconnected callback runs).
+
+        :raises distro.ConnectionError: not connected within ``connect_timeout``, or closed.
+        """
+        link = self._link
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.connect_timeout
+        while True:
+            if link is None or self._closed or link.is_closed:
+                raise distro.ConnectionError(
+                    f"jetstream transport: the connection to {self.config.location} is closed"
+                )
+            if link.is_connected:
+                return link
+            left = deadline - loop.time()
+            if left <= 0:
+                raise distro.ConnectionError(
+                    f"jetstream transport: NATS at {self.config.location} is unreachable "
+                    f"(not back within connect_timeout={self.config.connect_timeout:g}s)"
+                )
+            try:
+                await asyncio.wait_for(link.back.wait(), min(left, 0.05))
+            except asyncio.TimeoutError:
+                continue
+            if not link.is_connected:
+                await asyncio.sleep(min(left, 0.01))
+
     async def _writable(self, size: int) -> Link:
         link = self._link
         if link is None:

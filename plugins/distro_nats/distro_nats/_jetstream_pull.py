@@ -56,6 +56,11 @@ PULL_EXPIRES = 5.0
 """Seconds a pull request waits in JetStream for messages (an idle server sends one such
 request per period)."""
 
+DONE_WINDOW = 100_000
+"""Stored messages (stream sequence and timestamp) a group member remembers having handled and
+acknowledged: one delivered again (JetStream lost the acknowledgement, say in a restart) is
+acknowledged again without being handled."""
+
 MAX_UNSENT = 100_000
 """Acknowledgements kept while NATS is unreachable, sent once it is back; older ones are
 dropped (JetStream then delivers those messages again after ``ack_wait``)."""
@@ -77,6 +82,14 @@ def _deliveries(reply: bytes) -> int:
         return int(tokens[index])
     except (IndexError, ValueError):
         return 1
+
+
+def _identity(reply: bytes) -> bytes:
+    """The stored message a delivery is of: its stream sequence and timestamp (a sequence
+    alone repeats when a stream is made again)."""
+    tokens = reply.split(b".")
+    at = 5 if len(tokens) == 9 else 7
+    return b".".join(tokens[at : at + 3 : 2])
 
 
 def _stream_seq(reply: bytes) -> int:
@@ -171,6 +184,7 @@ class Puller:
         self.inflight: dict[bytes, float] = {}
         """Ack subject -> when it was delivered (or kept alive), for deliveries not settled."""
         self._unsent: list[bytes] = []
+        self._done: dict[bytes, None] = {}  # messages handled here (insertion-ordered)
         self._last_seq = 0  # without a group: the stream sequence of the last message taken
         self._last_ack = b""
         self._ack_scheduled = False
@@ -182,6 +196,9 @@ class Puller:
         """Messages acknowledged without being handed on: no route of this server matches."""
         self.dead_lettered = 0
         """Messages this member published to its group's dead-letter subject."""
+        self.done_again = 0
+        """Messages delivered again after this server had handled and acknowledged them
+        (acknowledgements JetStream lost): acknowledged again, not handled."""
 
     # -- opening ----------------------------------------------------------------------------
 
@@ -272,11 +289,19 @@ class Puller:
             self._skip(reply)
             return
         if self._grouped:
+            if self._done and _identity(reply) in self._done:
+                self.done_again += 1
+                self._send(reply, _ACK)
+                return
             self.inflight[reply] = self._heard
             self._inlet.deliver(data, JetStreamPeer(self, reply, data, subject))
         else:
-            self._last_seq = _stream_seq(reply)
+            seq = _stream_seq(reply)
             self._ack_later(reply)
+            if seq <= self._last_seq:
+                self.done_again += 1  # taken before: its acknowledgement was lost
+                return
+            self._last_seq = seq
             self._inlet.deliver(data, self._peer)
         if self._credit <= self.config.batch // 2:
             self.pull()
@@ -295,7 +320,7 @@ class Puller:
         if self._grouped:
             self._send(reply, _ACK)
         else:
-            self._last_seq = _stream_seq(reply)
+            self._last_seq = max(self._last_seq, _stream_seq(reply))
             self._ack_later(reply)
 
     def _status(self, subject: bytes, headers: bytes) -> None:
@@ -330,6 +355,10 @@ class Puller:
         self.inflight.pop(reply, None)
         if outcome is kit.Outcome.HANDLED or outcome is kit.Outcome.DROPPED:
             self._send(reply, _ACK)
+            done = self._done
+            done[_identity(reply)] = None
+            if len(done) > DONE_WINDOW:
+                del done[next(iter(done))]
         elif outcome is kit.Outcome.FAILED:
             deliveries = _deliveries(reply)
             if deliveries >= self.config.max_deliveries:
@@ -452,6 +481,9 @@ class Puller:
         try:
             await js.consumer_info(self.config.stream, self._consumer)
         except nats.js.errors.NotFoundError:
+            stream = await js.stream_info(self.config.stream)
+            if (stream.state.last_seq or 0) < self._last_seq:
+                self._last_seq = 0  # the stream was made again: from its start
             log.warning(
                 "jetstream transport: consumer %s is gone; a new one goes on from message %d",
                 self._consumer,

@@ -17,7 +17,6 @@ import nats.errors
 import nats.js.errors
 import pytest
 from _nats_servers import NatsProcess, answers, free_port, nats_binary, unavailable
-
 from distro_nats._jetstream_config import dead_stream_name, routes_stream_name, stream_name
 
 __all__ = ["JetStreamProcess", "delete_streams", "has_jetstream", "js_options", "js_url"]

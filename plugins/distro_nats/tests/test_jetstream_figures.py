@@ -23,10 +23,10 @@ import distro_nats
 import nats
 import pytest
 from _jetstream_servers import js_options, js_url  # noqa: F401 - fixtures
+from distro_nats._jetstream_config import consumer_for, stream_name
 
 import distro_core as distro
 from distro_core.testing import Recorder, wait_until
-from distro_nats._jetstream_config import consumer_for, stream_name
 
 pytestmark = pytest.mark.slow
 
@@ -151,9 +151,7 @@ async def test_failures_are_retried_then_dead_lettered_with_their_error(
     js_options: dict[str, Any],  # noqa: F811
 ) -> None:
     factory = distro.create("jetstream")
-    server = factory.server(
-        js_options, group="retry", max_deliveries=4, redelivery_delay=0.05
-    )
+    server = factory.server(js_options, group="retry", max_deliveries=4, redelivery_delay=0.05)
     flaky: list[int] = []
     broken: list[int] = []
     fixed = False
