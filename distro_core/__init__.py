@@ -29,9 +29,11 @@ from ._exceptions import (
     ConnectionError,
     DistroError,
     DuplicateTransport,
+    InvalidPayload,
     MessageError,
     MessageTooLarge,
     PluginError,
+    Reject,
     RemoteError,
     RequestTimeout,
     RouteError,
@@ -41,6 +43,7 @@ from ._exceptions import (
 )
 from ._factory import Factory, create, transports
 from ._message import VERBS, Message, message, parse
+from ._reply import Reply
 from ._server import Handler, Server, ServerStats
 from ._service import Hook, Service
 from ._stats import ClientStats
@@ -59,12 +62,15 @@ __all__ = [
     "Factory",
     "Handler",
     "Hook",
+    "InvalidPayload",
     "MemoryNetwork",
     "Message",
     "MessageError",
     "MessageTooLarge",
     "PluginError",
+    "Reject",
     "RemoteError",
+    "Reply",
     "RequestTimeout",
     "RouteError",
     "Server",

@@ -78,18 +78,20 @@ class Handling:
     :ivar value: the first non-None value a route handler returned, or None.
     :ivar error: the text of the first route handler failure, or None.
     :ivar code: the error code of that failure (``handler_error``, ``handler_timeout``).
+    :ivar exc: the exception of that failure (what the caller is told is made from it).
     :ivar failed: whether any handler raised, catch-alls included.
     :ivar late: ``(entry, result, answers)`` for what is left to resolve, in registration
         order: from the first awaitable a plain handler returned on, every result (awaitable
         or not) waits here so that values keep their order.
     """
 
-    __slots__ = ("code", "error", "failed", "late", "value")
+    __slots__ = ("code", "error", "exc", "failed", "late", "value")
 
     def __init__(self) -> None:
         self.value: Any = None
         self.error: str | None = None
         self.code: str | None = None
+        self.exc: Exception | None = None
         self.failed = False
         self.late: list[tuple[Entry, Any, bool]] = []
 
@@ -98,12 +100,16 @@ class Handling:
         if answers and self.value is None:
             self.value = result
 
-    def raised(self, text: str, answers: bool, code: str = HANDLER_ERROR) -> None:
-        """A handler failed with ``text``; ``answers`` is true for a route handler."""
+    def raised(
+        self, text: str, answers: bool, code: str = HANDLER_ERROR, exc: Exception | None = None
+    ) -> None:
+        """A handler failed with ``text`` (raising ``exc``); ``answers`` is true for a route
+        handler."""
         self.failed = True
         if answers and self.error is None:
             self.error = text
             self.code = code
+            self.exc = exc
 
 
 def run_plain(
@@ -125,7 +131,7 @@ def run_plain(
             result = entry.fn(msg)
         except Exception as exc:
             handling = handling or Handling()
-            handling.raised(failed(entry, msg, exc), False)
+            handling.raised(failed(entry, msg, exc), False, HANDLER_ERROR, exc)
             continue
         # Most handlers return None: test that before the (slower) awaitable check.
         if result is not None and isawaitable(result):
@@ -137,7 +143,7 @@ def run_plain(
             result = entry.fn(msg)
         except Exception as exc:
             handling = handling or Handling()
-            handling.raised(failed(entry, msg, exc), True)
+            handling.raised(failed(entry, msg, exc), True, HANDLER_ERROR, exc)
             continue
         if handling is not None and handling.late:
             handling.late.append((entry, result, True))
@@ -168,7 +174,7 @@ async def finish_late(
             if isawaitable(result):
                 result = await (result if bound is None else bound(entry, result))
         except Exception as exc:
-            handling.raised(failed(entry, msg, exc), answers, _code(exc))
+            handling.raised(failed(entry, msg, exc), answers, _code(exc), exc)
         else:
             handling.returned(result, answers)
     return handling
@@ -194,7 +200,7 @@ async def run_async(
                 if isawaitable(result):
                     result = await (result if bound is None else bound(entry, result))
             except Exception as exc:
-                handling.raised(failed(entry, msg, exc), answers, _code(exc))
+                handling.raised(failed(entry, msg, exc), answers, _code(exc), exc)
             else:
                 handling.returned(result, answers)
     return handling

@@ -28,6 +28,7 @@ _SERVER_OPTIONS = (
     "confirm_window",
     "confirm_window_bytes",
     "confirm_window_age",
+    "expose_errors",
 )
 _CLIENT_OPTIONS = ("max_pending",)
 

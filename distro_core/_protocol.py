@@ -6,8 +6,10 @@ On the wire (docs/wire-format.md):
 * a request is an ordinary message whose headers carry ``"replyTo"`` (a string) and, from
   distro clients, ``"replyWithin"``: the milliseconds the caller waits for the reply;
 * its reply is ``{"uri": "REPLY", "inReplyTo": <request id>}`` with the handler's return value
-  as payload, or, when the handler failed or nothing handled it, the same headers plus
-  ``"error": <text>`` and ``"code": <one of ERROR_CODES>`` and a null payload;
+  as payload (and the headers of a :class:`~distro_core.Reply` it returned), or, when the
+  handler failed or nothing handled it, the same headers plus the structured error
+  (:class:`Problem`): ``"error": <message>``, ``"code": <a code>`` and, when it has details,
+  ``"errorDetails": <any JSON value>``, with a null payload;
 * a RECEIVED acknowledgement is ``{"uri": "RECEIVED"}`` with payload ``{"msgId": <id>}``,
   exactly the JavaScript original's form, sent to the ``address``/``port`` the message named.
 """
@@ -17,10 +19,13 @@ from __future__ import annotations
 import math
 from typing import Any, Generic, TypeVar
 
+import attrs
+
 from ._codec import CodecError, dumps, encode_and_copy
 from ._exceptions import MessageError, RemoteError
 from ._ids import new_id
 from ._message import Message, message
+from ._reply import Reply
 
 __all__ = [
     "ERROR_CODES",
@@ -28,6 +33,7 @@ __all__ = [
     "EXPIRED",
     "HANDLER_ERROR",
     "HANDLER_TIMEOUT",
+    "INVALID_PAYLOAD",
     "NOT_SERIALIZABLE",
     "NO_HANDLER",
     "OVERLOADED",
@@ -36,6 +42,7 @@ __all__ = [
     "REPLY_WITHIN",
     "TOO_LARGE",
     "Pending",
+    "Problem",
     "ack_target",
     "answer",
     "as_request",
@@ -57,7 +64,10 @@ REPLY_WITHIN = "replyWithin"
 NO_HANDLER = "no_handler"
 """Error code: no handler matched the request."""
 HANDLER_ERROR = "handler_error"
-"""Error code: a handler raised."""
+"""Error code: a handler raised (an unexpected exception: the message says "internal error"
+unless the server exposes errors)."""
+INVALID_PAYLOAD = "invalid_payload"
+"""Error code: the payload does not validate as the handler's annotated type."""
 HANDLER_TIMEOUT = "handler_timeout"
 """Error code: an async handler ran past its deadline and was cancelled."""
 NOT_SERIALIZABLE = "not_serializable"
@@ -77,6 +87,7 @@ ERROR_CODES = frozenset(
         NO_HANDLER,
         HANDLER_ERROR,
         HANDLER_TIMEOUT,
+        INVALID_PAYLOAD,
         NOT_SERIALIZABLE,
         TOO_LARGE,
         OVERLOADED,
@@ -84,11 +95,32 @@ ERROR_CODES = frozenset(
         CLOSING,
     }
 )
-"""Every error code a reply's ``code`` header may carry (readers keep unknown ones)."""
+"""Every error code distro itself sends in a reply's ``code`` header (a handler's
+:class:`~distro_core.Reject` may send its own; readers keep unknown ones)."""
+
+ERROR_DETAILS = "errorDetails"
+"""The error reply header carrying the error's details (any JSON value), when it has some."""
+
+
+@attrs.frozen
+class Problem:
+    """The structured error an error reply carries: what the caller's
+    :class:`~distro_core.RemoteError` holds.
+
+    :ivar code: a stable token (:data:`ERROR_CODES`, or a :class:`~distro_core.Reject`'s).
+    :ivar message: the text for people.
+    :ivar details: any JSON value, or None.
+    """
+
+    code: str
+    message: str
+    details: Any = None
+
 
 _TEXTS = {
     HANDLER_ERROR: "the handler failed",
     HANDLER_TIMEOUT: "the handler took too long and was cancelled",
+    INVALID_PAYLOAD: "the payload is not what the handler takes",
     NOT_SERIALIZABLE: "the handler's return value cannot be sent",
     TOO_LARGE: "the reply is too large for the transport",
     OVERLOADED: "the server is overloaded",
@@ -126,9 +158,11 @@ def reply_within(headers: dict[str, Any]) -> float | None:
 
 
 def reply(request: Message, payload: Any) -> bytes:
-    """Encode the reply to ``request`` carrying ``payload``.
+    """Encode the reply to ``request`` carrying ``payload``, or a :class:`~distro_core.Reply`'s
+    payload and headers.
 
-    :raises MessageError: ``payload`` is not a JSON value (the handler returned something else).
+    :raises MessageError: the payload (or a Reply's headers) is not a JSON value (the handler
+        returned something else).
     """
     try:
         data, copy = encode_and_copy(
@@ -136,6 +170,9 @@ def reply(request: Message, payload: Any) -> bytes:
         )
         same = copy is not None and copy["payload"] == payload
     except (CodecError, RecursionError):
+        # A Reply is no JSON value either: found here, plain values pay nothing for it.
+        if type(payload) is Reply:
+            return _with_headers(request, payload)
         same = False
     if not same:
         # Not a JSON value: let message() say precisely what and where.
@@ -144,25 +181,55 @@ def reply(request: Message, payload: Any) -> bytes:
     return data
 
 
-def error_reply(
-    request: Message, text: str, code: str | None = None, limit: int | None = None
-) -> bytes | None:
-    """Encode an error reply to ``request``: the client raises RemoteError with ``text`` and
-    ``code``.
+def _with_headers(request: Message, answer: Reply) -> bytes:
+    """Encode the reply to ``request`` carrying a Reply's payload and headers (the reserved
+    ones were refused when the Reply was made)."""
+    headers = {"uri": REPLY, "inReplyTo": request.id, **answer.headers}
+    try:
+        data, copy = encode_and_copy(
+            {"id": new_id(), "headers": headers, "payload": answer.payload}
+        )
+        same = copy["payload"] == answer.payload and copy["headers"] == headers
+    except (CodecError, RecursionError):
+        same = False
+    if not same:
+        message(headers, answer.payload)  # says precisely what and where
+        raise MessageError("the reply does not survive a JSON round trip")
+    return data
 
-    :param code: one of :data:`ERROR_CODES`, or None for no ``code`` header.
+
+def error_reply(
+    request: Message,
+    text: str,
+    code: str | None = None,
+    limit: int | None = None,
+    details: Any = None,
+) -> bytes | None:
+    """Encode an error reply to ``request``: the client raises RemoteError with ``text``,
+    ``code`` and ``details``.
+
+    :param code: one of :data:`ERROR_CODES` (or a Reject's), or None for no ``code`` header.
     :param limit: the most bytes the reply may take. A reply over it is sent in a compact
         form: an id of 8 characters instead of 36 (nothing correlates by a reply's own id),
-        no (null) payload member, and its text cut to fit, marked with a trailing ``…`` (or
-        emptied: a client then says what the code means).
+        no (null) payload member, no details, and its text cut to fit, marked with a
+        trailing ``…`` (or emptied: a client then says what the code means).
+    :param details: the ``errorDetails`` header's value (a JSON value), or None for none.
     :returns: the reply, or None when even an empty text does not fit within ``limit``.
     """
     # Exception texts may hold lone surrogates (from surrogateescape), which UTF-8 cannot carry.
     text = str(text).encode("utf-8", "backslashreplace").decode("utf-8")
-    headers = {"uri": REPLY, "inReplyTo": request.id, "error": text}
+    headers: dict[str, Any] = {"uri": REPLY, "inReplyTo": request.id, "error": text}
     if code is not None:
         headers["code"] = code
     reply_id = new_id()
+    if details is not None:
+        full = {**headers, ERROR_DETAILS: details}
+        try:
+            data = dumps({"id": reply_id, "headers": full, "payload": None})
+        except (CodecError, RecursionError):
+            data = None  # not JSON after all (Reject and the converters check): left out
+        if data is not None and (limit is None or len(data) <= limit):
+            return data
     data = dumps({"id": reply_id, "headers": headers, "payload": None})
     if limit is None or len(data) <= limit:
         return data
@@ -211,11 +278,10 @@ def no_handler(headers: dict[str, Any]) -> str:
 def answer(
     request: Message,
     value: Any,
-    error: str | None,
+    error: Problem | None,
     routed: bool,
     limit: int | None,
     transport_name: str,
-    code: str | None = None,
     error_limit: int | None = None,
 ) -> bytes | None:
     """Decide and encode what a server sends back to ``request``: the reply carrying
@@ -225,11 +291,10 @@ def answer(
     value that is not JSON; a reply larger than the transport carries.
 
     :param value: the value that answers (the first non-None one of a route handler).
-    :param error: the first route handler failure's text, or None.
+    :param error: what the first route handler failure tells the caller, or None.
     :param routed: whether a route matched the request.
     :param limit: the transport's ``max_message_size``, or None.
     :param transport_name: the transport's name, for the too-large text.
-    :param code: the error code of ``error`` (``handler_error`` when not given).
     :param error_limit: the most bytes an *error* reply may take (the request's size over a
         transport whose source addresses can be forged: no amplification), or None (or False,
         so that a caller may pass ``spoofable and len(frame)``).
@@ -237,25 +302,23 @@ def answer(
         ``error_limit``.
     """
     if error is None and not routed:
-        error, code = no_handler(request.headers), NO_HANDLER
+        error = Problem(NO_HANDLER, no_handler(request.headers))
     if error is None:
         try:
             data = reply(request, value)
         except MessageError as exc:
-            error, code = f"the handler's return value cannot be sent: {exc}", NOT_SERIALIZABLE
+            error = Problem(NOT_SERIALIZABLE, f"the handler's return value cannot be sent: {exc}")
         else:
             if limit is None or len(data) <= limit:
                 return data
-            error, code = (
-                (
-                    f"the reply is {len(data)} bytes encoded; "
-                    f"{transport_name} carries at most {limit} bytes in one message"
-                ),
+            error = Problem(
                 TOO_LARGE,
+                f"the reply is {len(data)} bytes encoded; "
+                f"{transport_name} carries at most {limit} bytes in one message",
             )
     if error_limit:
         limit = error_limit if limit is None else min(limit, error_limit)
-    return error_reply(request, error, code or HANDLER_ERROR, limit)
+    return error_reply(request, error.message, error.code, limit, error.details)
 
 
 def received(msg_id: str) -> Message:
@@ -287,14 +350,33 @@ def reply_outcome(msg: Message) -> tuple[str, Any, RemoteError | None] | None:
     request_id = headers.get("inReplyTo")
     if type(request_id) is not str:
         raise MessageError(f"reply {msg.id} has no string 'inReplyTo'")
-    error = headers.get("error")
-    if error is not None:
-        code = headers.get("code")
-        # A peer may send anything here: only text is shown (str() of a deeply nested list
-        # would recurse without bound).
-        text = error if type(error) is str else "(the server's error is not text)"
-        return request_id, None, RemoteError(request_id, text, code if type(code) is str else None)
+    if "error" in headers and headers["error"] is not None:
+        return request_id, None, remote_error(request_id, headers)
     return request_id, msg.payload, None
+
+
+_RAW_TEXT = 1000
+"""The most characters of a malformed error kept as its text."""
+
+
+def remote_error(request_id: str, headers: dict[str, Any]) -> RemoteError:
+    """The RemoteError an error reply's headers make. Any implementation may send anything
+    there: an error that is not text (an object ``{"code", "message", "details"}``, say) is
+    read for what it holds, or else kept as its raw JSON text; a code that is not text is
+    none. Never raises."""
+    error, code, details = headers["error"], headers.get("code"), headers.get(ERROR_DETAILS)
+    if type(error) is not str:
+        if type(error) is dict and type(error.get("message")) is str:
+            code = error.get("code", code)
+            details = error.get("details", details)
+            error = error["message"]
+        else:
+            try:  # the raw text, cut (JSON already parsed once: it encodes again)
+                raw = dumps(error).decode("utf-8")
+            except (CodecError, RecursionError):
+                raw = "(the server's error is not text)"
+            error = raw if len(raw) <= _RAW_TEXT else raw[:_RAW_TEXT] + _ELLIPSIS
+    return RemoteError(request_id, error, code if type(code) is str else None, details)
 
 
 class Pending(Generic[W]):

@@ -19,6 +19,7 @@ from typing import Any
 from . import _protocol
 from ._confirmed import Confirmed, make_window
 from ._dispatch import Bound, Handling, finish_late, outcome, run_async, run_plain
+from ._errors import failures, problem_of
 from ._exceptions import MessageError, StateError, TransportError
 from ._handlers import Entry as _Entry
 from ._handlers import Handler, HandlerTable, check_timeout
@@ -79,6 +80,9 @@ class Server(HandlerTable, Lifecycle):
         handled again (``_confirmed``); 0: none.
     :param confirm_window_bytes: the most bytes of remembered replies.
     :param confirm_window_age: how many seconds an id is remembered.
+    :param expose_errors: tell callers what an unexpected exception was (``"ValueError:
+        ..."``, its type and traceback in the error's details) instead of ``"internal error
+        (message <id>)"``: for development only (``_errors``).
     """
 
     def __init__(
@@ -94,6 +98,7 @@ class Server(HandlerTable, Lifecycle):
         confirm_window: int = 10_000,
         confirm_window_bytes: int = 8 << 20,
         confirm_window_age: float = 60.0,
+        expose_errors: bool = False,
     ) -> None:
         caps = transport.capabilities
         # Over pub/sub (fan_out) the one peer is the bus, every sender at once: no shares.
@@ -130,8 +135,8 @@ class Server(HandlerTable, Lifecycle):
         self._acks = self._replies.acks
         self._refuse = self._replies.refuse
         self._confirmed = Confirmed(window, self.stats, self._log, self._spoofable)
-        # One bound method for every dispatch, not one made per message.
-        self._failed = self._log.handler_failed
+        self._failed = failures(self._log)  # one callback for every dispatch
+        self._expose = expose_errors
         self._bound: Bound | None = None
         self._routes_changed()
 
@@ -303,9 +308,9 @@ class Server(HandlerTable, Lifecycle):
                 self._sched.force(peer)
                 self._spawn(self._finish_late(msg, route, peer, done, data), peer)
                 return
-            value, error, failed, code = done.value, done.error, done.failed, done.code
+            value, error, failed = done.value, done.error, done.failed
         else:  # the common case: every handler returned a plain value and none failed
-            value, error, failed, code = done, None, False, None
+            value, error, failed = done, None, False
         headers = msg.headers
         if route is None and not self._router.catch_all:
             handled = False
@@ -316,8 +321,9 @@ class Server(HandlerTable, Lifecycle):
         reply_to = headers.get("replyTo")
         if reply_to is not None and self._can_reply and (route is not None or self._sole):
             limit = self._spoofable and len(data)  # see _replies: no amplification
+            problem = None if error is None else problem_of(done, msg, self._expose)
             reply = _protocol.answer(
-                msg, value, error, route is not None, self._limit, self._name, code, limit
+                msg, value, problem, route is not None, self._limit, self._name, limit
             )
             if type(reply_to) is str and reply is not None:
                 try:

@@ -88,7 +88,7 @@ def explained(exc: Unanswerable | RemoteError, msg: Message) -> DistroError:
         return exc
     # The server cut its text to fit a small request (no amplification over datagrams): say
     # what the code means, as far as this side can tell.
-    return RemoteError(msg.id, _protocol.error_text(exc.code, msg), exc.code)
+    return RemoteError(msg.id, _protocol.error_text(exc.code, msg), exc.code, exc.details)
 
 
 async def wait(

@@ -216,7 +216,8 @@ async def test_a_handler_error_is_remembered_and_sent_again(name: str) -> None:
         await server.aclose()
     assert replies[0] == replies[1] and replies[2] == replies[3]
     error = reply_of(replies[0]).headers
-    assert (error["error"], error["code"]) == ("KeyError: 'x'", "handler_error")
+    assert error["code"] == "handler_error"
+    assert error["error"].startswith("internal error")  # the KeyError is in the server's log
     assert reply_of(replies[2]).headers["code"] == "no_handler"
     assert len(calls) == 1
     assert server.stats.handler_errors == 1

@@ -138,7 +138,7 @@ async def test_a_plain_handler_is_not_interrupted(factory: distro.Factory) -> No
 
 
 async def test_a_handlers_own_timeout_error_is_a_handler_error(factory: distro.Factory) -> None:
-    server = factory.server(port=0, handler_timeout=5)
+    server = factory.server(port=0, handler_timeout=5, expose_errors=True)
 
     @server.get("/own")
     async def own(msg: distro.Message) -> None:
@@ -148,7 +148,7 @@ async def test_a_handlers_own_timeout_error_is_a_handler_error(factory: distro.F
         with pytest.raises(distro.RemoteError) as info:
             await ask(factory, server, "/own")
     assert info.value.code == "handler_error"
-    assert "the database did not answer" in info.value.remote
+    assert info.value.remote == "TimeoutError: the database did not answer"  # exposed
     assert (server.stats.handler_errors, server.stats.handler_timeouts) == (1, 0)
 
 

@@ -248,7 +248,8 @@ def answer(
     limit: int | None = None,
     code: str | None = None,
 ) -> distro.Message:
-    data = _protocol.answer(REQUEST, value, error, routed, limit, "pigeon", code)
+    problem = None if error is None else _protocol.Problem(code or "handler_error", error)
+    data = _protocol.answer(REQUEST, value, problem, routed, limit, "pigeon")
     assert data is not None
     reply = distro.parse(data)
     assert reply.headers["uri"] == "REPLY" and reply.headers["inReplyTo"] == REQUEST.id
@@ -316,7 +317,7 @@ def test_an_error_reply_over_its_limit_is_cut_to_fit_or_not_sent() -> None:
     tight = _protocol.error_reply(REQUEST, text, "handler_error", smallest + 5)
     assert tight is not None and distro.parse(tight).headers["error"] == ""
     # No handler: never cut (the client knows its own verb and uri), only emptied.
-    unrouted = _protocol.answer(REQUEST, None, None, False, None, "x", None, smallest + 40)
+    unrouted = _protocol.answer(REQUEST, None, None, False, None, "x", smallest + 40)
     assert unrouted is not None and distro.parse(unrouted).headers["error"] == ""
     # Not even an empty text fits: nothing is sent.
     assert _protocol.error_reply(REQUEST, text, "handler_error", smallest - 1) is None

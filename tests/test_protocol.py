@@ -227,7 +227,7 @@ async def test_a_server_answers_raw_requests_in_the_documented_shapes() -> None:
     assert failed["headers"] == {
         "uri": "REPLY",
         "inReplyTo": sent[1].id,
-        "error": "ValueError: boom",
+        "error": f"internal error (message {sent[1].id})",  # "ValueError: boom" stays in the log
         "code": "handler_error",
     }
     assert failed["payload"] is None
@@ -250,6 +250,10 @@ async def test_the_client_turns_replies_into_messages_and_remote_errors() -> Non
     def fail(msg: distro.Message) -> None:
         raise KeyError("x")
 
+    @server.get("/reject")
+    def reject(msg: distro.Message) -> None:
+        raise distro.Reject("out_of_stock", "sku 7 is sold out", {"sku": 7})
+
     async with server, factory.client(port=server.address[1], network=network) as client:
         question = distro.message({"uri": "/echo"}, {"é": [1, 2**70]})
         reply = await client.request(question, timeout=5.0)
@@ -259,8 +263,15 @@ async def test_the_client_turns_replies_into_messages_and_remote_errors() -> Non
         with pytest.raises(distro.RemoteError) as caught:
             await client.request(bad, timeout=5.0)
         assert caught.value.message_id == bad.id
-        assert caught.value.remote == "KeyError: 'x'"
-        assert caught.value.code == "handler_error"
+        assert caught.value.remote == f"internal error (message {bad.id})"
+        assert caught.value.code == "handler_error" and caught.value.details is None
+        with pytest.raises(distro.RemoteError) as caught:
+            await client.request(distro.message({"uri": "/reject"}), timeout=5.0)
+        error = caught.value
+        assert (error.code, error.remote, error.message) == ("out_of_stock",) + (
+            "sku 7 is sold out",
+        ) * 2
+        assert error.details == {"sku": 7}
         with pytest.raises(distro.RemoteError) as caught:
             await client.request(distro.message({"uri": "/nowhere", "verb": "PUT"}), timeout=5)
         assert caught.value.remote == "no handler for PUT /nowhere"

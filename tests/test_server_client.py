@@ -238,7 +238,7 @@ async def test_awaitables_from_plain_handlers_keep_registration_order() -> None:
     logger = ListLogger()
     factory = distro.create("memory", logger=logger)
     network = distro.MemoryNetwork()
-    server = factory.server(port=0, network=network)
+    server = factory.server(port=0, network=network, expose_errors=True)
 
     async def later(value: object) -> object:
         await asyncio.sleep(0)

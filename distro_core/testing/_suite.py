@@ -241,16 +241,33 @@ class TransportSuite:
         def boom(msg: distro.Message) -> None:
             raise KeyError("no such customer")
 
+        @server.get("/refuse")
+        def refuse(msg: distro.Message) -> None:
+            raise distro.Reject("not_found", "no such customer", {"id": 7})
+
         server.get("/ok", lambda m: "fine")
         async with self.serving(factory, server) as (_, client):
             with pytest.raises(distro.RemoteError) as info:
                 await client.request(
                     distro.message({"uri": "/boom"}, self.room(factory)), timeout=5
                 )
-            assert "no such customer" in info.value.remote
+            # An unexpected exception: the caller learns that, not the server's internals.
+            assert info.value.code == "handler_error"
+            assert "no such customer" not in info.value.remote
+            assert "internal error" in info.value.remote
+            with pytest.raises(distro.RemoteError) as info:
+                await client.request(
+                    distro.message({"uri": "/refuse"}, self.room(factory)), timeout=5
+                )
+            error = info.value  # an expected failure, as the handler said it
+            assert (error.code, error.remote, error.details) == (
+                "not_found",
+                "no such customer",
+                {"id": 7},
+            )
             reply = await client.request(distro.message({"uri": "/ok"}), timeout=5)
         assert reply.payload == "fine"
-        assert server.stats.handler_errors == 1
+        assert server.stats.handler_errors == 2
 
     async def test_a_request_nobody_handles_gets_an_error_reply(
         self, factory: distro.Factory
