@@ -452,7 +452,8 @@ class Puller:
             if self._credit and now - self._heard > PULL_EXPIRES + 2.0:
                 self._credit = 0  # pulls lost with a connection: ask again
                 self._heard = now
-                self.pull()
+            if self.link.is_connected:
+                self.pull()  # (a no-op when enough is asked for)
 
     def reconnected(self) -> None:
         """NATS is back: make what is gone again, send what waited, pull again."""
@@ -466,8 +467,8 @@ class Puller:
                 await self._ensure_consumer()
             else:
                 await self._check_ephemeral()
-        except distro.TransportError as exc:
-            log.warning("jetstream transport: after reconnecting: %s", exc)
+        except (distro.TransportError, nats.errors.Error, OSError) as exc:
+            log.warning("jetstream transport: after reconnecting: %r", exc)
             self._loop.call_later(1.0, self.reconnected)
             return
         unsent, self._unsent = self._unsent, []

@@ -72,11 +72,18 @@ async def test_a_nats_restart_loses_nothing_and_servers_serve_again(
         own_js.start()
         outage = time.monotonic() - down
         await asyncio.wait_for(sending, 30)
-        await wait_until(
-            lambda: len(set(got.payloads)) >= count,  # type: ignore[arg-type]
-            timeout=30,
-            what="every message handled",
-        )
+        try:
+            await wait_until(
+                lambda: len(set(got.payloads)) >= count,  # type: ignore[arg-type]
+                timeout=20,
+                what="every message handled",
+            )
+        except AssertionError:
+            missing = sorted(set(range(count)) - set(got.payloads))  # type: ignore[arg-type]
+            raise AssertionError(
+                f"{len(missing)} never handled ({missing[:5]}...{missing[-5:]}); killed after "
+                f"{killed_at}; client {client.stats}; server {server.stats}"
+            ) from None
         # The same server answers again: it was not restarted.
         reply = await client.request(distro.message({"uri": "/ping"}), timeout=10)
         assert reply.payload == "pong"
