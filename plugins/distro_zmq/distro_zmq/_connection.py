@@ -102,6 +102,11 @@ class ZmqConnection(kit.Connection):
         await self.aclose()
         if closed:
             self._raise_closed()
+        if link.refused:
+            raise distro.ConnectionError(
+                f"zmq: the server at {self.endpoint} refused this client's credentials (its "
+                "CURVE public key is not among the server's curve_clients)"
+            )
         why = f"; {link.handshake_error}" if link.handshake_error else ""
         raise distro.ConnectionError(
             f"zmq: no connection to {self.endpoint} within {connect_timeout:g}s "

@@ -44,6 +44,7 @@ EVENTS = (
 _UP = int(zmq.EVENT_HANDSHAKE_SUCCEEDED)
 _DOWN = int(zmq.EVENT_DISCONNECTED)
 _RETRIED = int(zmq.EVENT_CONNECT_RETRIED)
+_AUTH_FAILED = int(zmq.EVENT_HANDSHAKE_FAILED_AUTH)
 
 
 class LinkWatch:
@@ -77,6 +78,8 @@ class LinkWatch:
         """Connection attempts ZeroMQ scheduled again after one failed or broke."""
         self.handshake_error: str | None = None
         """Why the last handshake failed, if one did."""
+        self.refused = False
+        """Whether the server refused this client's credentials before the link was ever up."""
         self.closed = False
         self._loop.add_reader(self._fd, self.read)
         self._loop.call_soon(self.read)  # events may be queued already
@@ -101,10 +104,7 @@ class LinkWatch:
         if event == _UP:
             self.up = self.ever_up = True
             self.handshake_error = None
-            waiters, self._waiters = self._waiters, []
-            for waiter in waiters:
-                if not waiter.done():
-                    waiter.set_result(None)
+            self._wake()
         elif event == _DOWN:
             if self.up:
                 self.up = False
@@ -116,6 +116,19 @@ class LinkWatch:
             failed = _HANDSHAKE_FAILED.get(event)
             if failed is not None:
                 self.handshake_error = failed
+                if event == _AUTH_FAILED and not self.ever_up:
+                    self.refused = True
+                    # The server refused this client's credentials (a CURVE key it does not
+                    # let in): trying again cannot help, so open() fails now, not at its
+                    # time-out. ZeroMQ still retries in the background.
+                    self._wake()
+
+    def _wake(self) -> None:
+        """Let every waiter of :meth:`wait_up` look again."""
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
     async def wait_up(self, timeout: float) -> bool:
         """Wait at most ``timeout`` seconds for the link to be up; True once it is."""

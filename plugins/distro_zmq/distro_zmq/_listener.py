@@ -21,6 +21,7 @@ import zmq
 import distro_core as distro
 from distro_core import transport as kit
 
+from ._curve import Admission
 from ._errors import UNREACHABLE
 from ._options import IPC_HOST, address_of
 from ._pump import SocketPump
@@ -43,14 +44,25 @@ _RCVMORE = zmq.RCVMORE
 
 
 class ZmqPeer(kit.Peer):
-    """One connection into the ROUTER: replies to it go out with its routing id in front."""
+    """One connection into the ROUTER: replies to it go out with its routing id in front.
 
-    __slots__ = ("_identity", "_listener")
+    :ivar identity: over CURVE, the client's public key (Z85 text), as the ZAP handler
+        admitted it (see ``_curve``); else None.
+    """
 
-    def __init__(self, host: str | None, identity: bytes, listener: ZmqListener) -> None:
+    __slots__ = ("_listener", "_routing_id", "identity")
+
+    def __init__(
+        self,
+        host: str | None,
+        routing_id: bytes,
+        listener: ZmqListener,
+        identity: str | None = None,
+    ) -> None:
         super().__init__(host)
-        self._identity = identity
+        self._routing_id = routing_id
         self._listener = listener
+        self.identity = identity
 
     def send(self, data: bytes, reply_to: str) -> None:
         """Queue ``data`` for this peer without blocking.
@@ -60,7 +72,7 @@ class ZmqPeer(kit.Peer):
         :raises distro.TransportError: the peer's queue is at the high-water mark (it is not
             reading).
         """
-        self._listener._reply(self._identity, data)
+        self._listener._reply(self._routing_id, data)
 
 
 class ZmqListener(kit.Listener):
@@ -77,8 +89,10 @@ class ZmqListener(kit.Listener):
         endpoint: str,
         address: tuple[str, int],
         linger_ms: int,
+        admission: Admission | None = None,
     ) -> None:
         self.address = address
+        self._admission = admission
         self.endpoint = endpoint
         self._sock = sock
         self._recv = sock.recv
@@ -114,6 +128,8 @@ class ZmqListener(kit.Listener):
             return
         self._released = True
         self._pump.close(self._linger_ms)
+        if self._admission is not None:
+            self._admission.close()
         self._peers.clear()
         # libzmq closes the listening socket in its I/O thread a moment after zmq_close and
         # signals nothing when done, so there is no event to wait on: look a few times.
@@ -175,7 +191,13 @@ class ZmqListener(kit.Listener):
                 host = str(frame.get("Peer-Address"))
             except zmq.ZMQError:
                 host = None
-        peer = ZmqPeer(host, identity, self)
+        user: str | None = None
+        if self._admission is not None:
+            try:
+                user = str(frame.get("User-Id"))  # set by the ZAP handler: the client's key
+            except zmq.ZMQError:
+                user = None
+        peer = ZmqPeer(host, identity, self, user)
         # Only ids ZeroMQ generated (a zero byte, then a counter) are never reused by another
         # connection; a peer-chosen id may later name a different host, so it is not cached.
         if identity[:1] == b"\x00":

@@ -27,11 +27,13 @@ __all__ = [
     "MAX_HWM",
     "MAX_LINGER",
     "MAX_MESSAGE_SIZE",
+    "Curve",
     "ZmqOptions",
     "address_of",
     "client_endpoint",
     "is_ipv6",
     "needs_ipv6",
+    "read_curve",
     "read_options",
     "server_endpoint",
 ]
@@ -50,6 +52,80 @@ IPC_HOST = "127.0.0.1"
 
 _SCHEMES = ("tcp://", "ipc://")
 
+_Z85 = frozenset(
+    b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#"
+)
+
+
+@attrs.frozen
+class Curve:
+    """The CURVE options of one zmq transport instance: keys as given (40 characters of Z85
+    text as bytes, or 32 raw bytes); :mod:`._curve` applies them.
+
+    :ivar secret_key: this side's secret key: a server's (which makes it a CURVE server), or
+        a client's own (its public key is derived from it); None on a client: a fresh keypair
+        per connection.
+    :ivar server_key: the server's public key (a client's; makes it a CURVE client).
+    :ivar clients: the client public keys a server lets in (Z85 bytes), or None for any
+        client that knows the server's public key.
+    """
+
+    secret_key: bytes | None = None
+    server_key: bytes | None = None
+    clients: frozenset[bytes] | None = None
+
+
+def _key(value: Any) -> bytes:
+    """A CURVE key checked: 40 characters of Z85 text (str or bytes) or 32 raw bytes.
+
+    :raises TypeError: not str or bytes.
+    :raises ValueError: another length, or not Z85 text.
+    """
+    if isinstance(value, str):
+        if not value.isascii():
+            raise ValueError("must be 40 characters of Z85 text (zmq.curve_keypair())")
+        value = value.encode("ascii")
+    if not isinstance(value, (bytes, bytearray)):
+        raise TypeError(f"must be a CURVE key (str or bytes), got {type(value).__name__}")
+    key = bytes(value)
+    if len(key) == 32:
+        return key  # raw
+    if len(key) != 40 or not set(key) <= _Z85:
+        raise ValueError(
+            f"must be a CURVE key: 40 characters of Z85 text or 32 raw bytes, got {len(key)} "
+            "bytes" + ("" if len(key) != 40 else " that are not Z85 text")
+        )
+    return key
+
+
+def _keys(value: Any) -> frozenset[bytes]:
+    if isinstance(value, (str, bytes, bytearray)) or not hasattr(value, "__iter__"):
+        raise TypeError(f"must be a collection of client public keys, got {type(value).__name__}")
+    keys = frozenset(_key(key) for key in value)
+    if not keys:
+        raise ValueError("names no client key: nobody could connect (leave it out to allow any)")
+    return keys
+
+
+def read_curve(opts: Options) -> Curve | None:
+    """Read ``curve_secret_key``, ``curve_server_key`` and ``curve_clients``; None when none
+    is given.
+
+    :raises TypeError: a key that is not str or bytes, ``curve_clients`` not a collection.
+    :raises ValueError: a key that is not a CURVE key; ``curve_clients`` without
+        ``curve_secret_key`` (only a CURVE server checks clients).
+    """
+    secret = opts.get("curve_secret_key", None, _key)
+    server = opts.get("curve_server_key", None, _key)
+    clients = opts.get("curve_clients", None, _keys)
+    if clients is not None and secret is None:
+        raise ValueError(
+            "zmq option 'curve_clients' needs 'curve_secret_key': the server's secret key"
+        )
+    if secret is None and server is None:
+        return None
+    return Curve(secret, server, clients)
+
 
 @attrs.frozen
 class ZmqOptions:
@@ -66,6 +142,7 @@ class ZmqOptions:
         (ZeroMQ retrying meanwhile) before it raises ``ConnectionError``.
     :ivar linger: seconds a closed socket keeps trying to deliver what it still holds.
     :ivar context: the ``zmq.Context`` to make sockets in, or None for the process-wide one.
+    :ivar curve: CURVE encryption and authentication, or None (plain ZMTP).
     """
 
     address: str = DEFAULT_ADDRESS
@@ -77,6 +154,7 @@ class ZmqOptions:
     linger: float = DEFAULT_LINGER
     context: Any = None
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    curve: Curve | None = None
 
     @property
     def linger_ms(self) -> int:
@@ -129,7 +207,16 @@ def read_options(opts: Options) -> ZmqOptions:
     context = opts.get("context", None)
     connect_timeout = opts.number("connect_timeout", DEFAULT_CONNECT_TIMEOUT, positive=True)
     return ZmqOptions(
-        address, port, endpoint, max_size, hwm, send_timeout, linger, context, connect_timeout
+        address,
+        port,
+        endpoint,
+        max_size,
+        hwm,
+        send_timeout,
+        linger,
+        context,
+        connect_timeout,
+        read_curve(opts),
     )
 
 

@@ -14,6 +14,7 @@ from distro_core import transport as kit
 
 from ._connection import ZmqConnection
 from ._context import context_for
+from ._curve import CURVE_OVERHEAD, Admission, admit, configure_client
 from ._errors import UNREACHABLE
 from ._link import EVENTS
 from ._listener import ZmqListener
@@ -52,6 +53,15 @@ class ZmqTransport(kit.Transport):
     * ``linger``: seconds a closed socket keeps trying to deliver queued frames, 0..10
       (default 1); closing never blocks.
     * ``context``: a ``zmq.Context`` to use instead of the process-wide one.
+    * ``curve_secret_key`` (server): the server's CURVE secret key (Z85 text, as
+      ``zmq.curve_keypair()`` makes): the server then speaks only CURVE (encrypted,
+      authenticated), and gives out its public key. On a client: the client's own secret key
+      (its public key is derived from it); without it a client makes a fresh keypair.
+    * ``curve_server_key`` (client): the server's CURVE public key; makes the client speak
+      CURVE. A client with the wrong key cannot connect (``open`` times out).
+    * ``curve_clients`` (server): the client public keys let in; others are refused, counted
+      ``curve_auth`` and logged. Without it any client that knows the server's public key
+      may connect. A handler reads the client's public key as ``msg.peer_identity``.
 
     Made by :meth:`from_options`; ``ZmqTransport(settings)`` takes options already checked.
 
@@ -97,6 +107,8 @@ class ZmqTransport(kit.Transport):
             raise TypeError(
                 f"zmq option 'context' must be a zmq.Context, got {type(context).__name__}"
             )
+        if settings.curve is not None and not zmq.has("curve"):
+            raise ValueError("zmq CURVE options given, but this libzmq was built without CURVE")
         return cls(settings, options=opts.finish())
 
     def describe(self) -> str:
@@ -138,15 +150,31 @@ class ZmqTransport(kit.Transport):
             # libzmq would unlink the live server's socket file and take the path over.
             raise distro.AddressInUse(f"zmq: binding {endpoint}: another server listens there")
         sock = self._socket(zmq.ROUTER, endpoint)
+        admission: Admission | None = None
         try:
+            if self.settings.curve is not None:
+                context = context_for(self.settings.context)
+                keep = self.settings.context is None  # the process-wide context lives on
+                admission = await admit(
+                    context, sock, self.settings.curve, receiver, endpoint, keep
+                )
             # A reply to a peer that has gone raises instead of vanishing, so the core counts it.
             sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
             # Frames over the limit are refused by ZeroMQ before they are buffered.
-            sock.setsockopt(zmq.MAXMSGSIZE, self.settings.max_message_size)
+            # Over CURVE libzmq checks the encrypted frame, which is a MESSAGE command holding a
+            # nonce and a MAC besides the frame (CURVE_OVERHEAD bytes).
+            overhead = CURVE_OVERHEAD if admission is not None else 0
+            sock.setsockopt(zmq.MAXMSGSIZE, self.settings.max_message_size + overhead)
             sock.bind(endpoint)
             bound = sock.getsockopt_string(zmq.LAST_ENDPOINT)
-        except zmq.ZMQError as exc:
+            if admission is not None:
+                admission.endpoint = bound
+        except BaseException as exc:
             sock.close(linger=0)
+            if admission is not None:
+                admission.close()
+            if not isinstance(exc, zmq.ZMQError):
+                raise
             opts = self.settings
             where = (
                 f"binding {endpoint}"
@@ -155,9 +183,13 @@ class ZmqTransport(kit.Transport):
             )
             raise kit.map_error(exc, f"zmq: {where}", unreachable=UNREACHABLE) from exc
         try:
-            return ZmqListener(sock, receiver, bound, address_of(bound), self.settings.linger_ms)
+            return ZmqListener(
+                sock, receiver, bound, address_of(bound), self.settings.linger_ms, admission
+            )
         except BaseException:
             sock.close(linger=0)
+            if admission is not None:
+                admission.close()
             raise
 
     async def connect(
@@ -179,6 +211,16 @@ class ZmqTransport(kit.Transport):
             # A target comes from a message header, not from the user: a link error, not a bug.
             raise distro.ConnectionError(f"zmq: cannot connect to {target!r}: {exc}") from exc
         sock = self._socket(zmq.DEALER, endpoint)
+        curve = self.settings.curve
+        if curve is not None:
+            try:
+                configure_client(sock, curve, endpoint)
+            except ValueError as exc:
+                sock.close(linger=0)
+                if target is None:
+                    raise
+                # A RECEIVED for another server: this server's options name no server key.
+                raise distro.ConnectionError(str(exc)) from exc
         monitor: zmq.Socket[bytes] | None = None
         try:
             # Before connect(), so that no event of the first attempt is missed.
