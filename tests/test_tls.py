@@ -289,6 +289,8 @@ def test_bad_options_are_refused_when_made(certs: Certs, tmp_path: Path, other: 
         ({"certfile": certs.server, "client_cert": "required"}, ValueError, "needs 'cafile'"),
         ({"tls": True, "server_hostname": ""}, ValueError, "server_hostname"),
         ({"tls": True, "server_hostname": 5}, ValueError, "server_hostname"),
+        ({"server_hostname": "localhost"}, ValueError, "TLS, which is off"),
+        ({"tls": ctx, "certfile": certs.server}, ValueError, "certfile"),
     ]
     for options, error, text in cases:
         with pytest.raises(error, match=text):

@@ -48,7 +48,7 @@ CLIENT_CERT = ("none", "optional", "required")
 """The values of the ``client_cert`` option: whether a TLS server asks clients for a
 certificate, and whether it refuses those without one."""
 
-_FILE_OPTIONS = ("certfile", "keyfile", "cafile", "client_cert", "server_hostname")
+_FILE_OPTIONS = ("certfile", "keyfile", "cafile", "client_cert")
 
 # RFC 4514 short names of the attribute types Python's ``getpeercert()`` spells out.
 _SHORT = {
@@ -132,7 +132,8 @@ def read_tls(opts: Options) -> TlsSettings | None:
         is not a path.
     :raises ValueError: a file that is missing, unreadable or not a certificate/key in PEM;
         a key that does not match its certificate; ``tls`` given as a context together with
-        the file options; ``tls=False`` together with them; a bad ``client_cert``.
+        the file options; ``tls=False`` together with them; a bad ``client_cert``;
+        ``server_hostname`` empty, or given while TLS is off.
     """
     given = opts.get("tls", None)
     if given is not None and not isinstance(given, (ssl.SSLContext, bool)):
@@ -140,6 +141,9 @@ def read_tls(opts: Options) -> TlsSettings | None:
             f"tcp option 'tls' must be an ssl.SSLContext or True/False, got {type(given).__name__}"
         )
     files = [name for name in _FILE_OPTIONS if name in opts]
+    hostname = opts.optional_string("server_hostname")
+    if hostname == "":
+        raise ValueError("tcp option 'server_hostname' must be a non-empty string, got ''")
     if isinstance(given, ssl.SSLContext):
         if files:
             raise ValueError(
@@ -150,10 +154,9 @@ def read_tls(opts: Options) -> TlsSettings | None:
         opts.get("keyfile", None)
         opts.get("cafile", None)
         opts.get("client_cert", None)
-        opts.get("server_hostname", None)
         serves = given.protocol != ssl.PROTOCOL_TLS_CLIENT
         connects = given.protocol != ssl.PROTOCOL_TLS_SERVER
-        return TlsSettings(given if serves else None, given if connects else None)
+        return TlsSettings(given if serves else None, given if connects else None, hostname)
     if given is False and files:
         raise ValueError(f"tcp option tls=False turns TLS off, but {', '.join(files)} given")
     certfile: str | None = opts.get("certfile", None, _path("certfile"))
@@ -163,10 +166,12 @@ def read_tls(opts: Options) -> TlsSettings | None:
     if client_cert is not None and client_cert not in CLIENT_CERT:
         listed = ", ".join(repr(c) for c in CLIENT_CERT)
         raise ValueError(f"tcp option 'client_cert' must be one of {listed}, got {client_cert!r}")
-    hostname = opts.optional_string("server_hostname")
-    if hostname == "":
-        raise ValueError("tcp option 'server_hostname' must be a non-empty string, got ''")
     if given is not True and not files:
+        if hostname is not None:
+            raise ValueError(
+                "tcp option 'server_hostname' is for TLS, which is off: give 'cafile' (or "
+                "tls=True, to trust the system's CAs) too"
+            )
         return None
     if keyfile is not None and certfile is None:
         raise ValueError("tcp option 'keyfile' needs 'certfile' (the certificate it goes with)")

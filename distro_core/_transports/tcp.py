@@ -284,7 +284,8 @@ class TcpTransport(Transport):
     * ``tls``: an ``ssl.SSLContext`` to use as it is (a server-side one for a server, made with
       ``ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)``, a client-side one for a
       client), or True to make one from the options below (a client with no ``cafile`` then
-      trusts the system's CAs). A context excludes the options below.
+      trusts the system's CAs). A context excludes the options below but
+      ``server_hostname``.
     * ``certfile``: a PEM file with a certificate (and its key, unless ``keyfile``): a server's
       own certificate, which a TLS server requires; a client's, for mutual TLS.
     * ``keyfile``: the PEM private key of ``certfile``, if it is not in that file.
