@@ -10,17 +10,18 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import attrs
 
-from ._message import Message
 from ._routing import Router
+from ._typed import typed
 
 if TYPE_CHECKING:
     from ._transport import RouteInfo
 
 __all__ = ["F", "BoundVerb", "Entry", "Handler", "HandlerTable", "Verb", "check_timeout", "entry"]
 
-Handler = Callable[[Message], Any]
-"""A handler takes the message; it may be a plain or an async function. For a request, its
-return value (awaited if need be) is the reply's payload."""
+Handler = Callable[..., Any]
+"""A handler takes the message (or its typed payload: see ``_typed``); it may be a plain or an
+async function. For a request, its return value (awaited if need be) is the reply's payload
+(or a :class:`~distro_core.Reply`)."""
 
 F = TypeVar("F", bound=Handler)
 
@@ -54,8 +55,13 @@ def check_timeout(timeout: object, what: str = "timeout") -> float | None:
 def entry(fn: Handler, timeout: float | None = None) -> Entry:
     """Wrap ``fn`` for registration.
 
+    A handler with a typed payload (``def h(order: Order)``, ``def h(msg, order: Order)``)
+    or a model return type is registered through a wrapper that converts them, planned here,
+    once (``_typed``); any other handler is called as it is, at no extra cost.
+
     :param timeout: its deadline (see :class:`Entry`), already checked.
-    :raises TypeError: ``fn`` is not callable.
+    :raises TypeError: ``fn`` is not callable, or its payload annotation is a type no
+        converter handles (or one whose extra is not installed).
     """
     if not callable(fn):
         raise TypeError(f"a handler must be callable, got {type(fn).__name__}")
@@ -65,7 +71,7 @@ def entry(fn: Handler, timeout: float | None = None) -> Entry:
     is_async = inspect.iscoroutinefunction(fn) or (
         not inspect.isroutine(fn) and inspect.iscoroutinefunction(type(fn).__call__)
     )
-    return Entry(fn, is_async, name, timeout)
+    return Entry(typed(fn, is_async) or fn, is_async, name, timeout)
 
 
 class BoundVerb:
