@@ -13,8 +13,9 @@ Messages travel on subjects named after their verb and uri (``shop.POST.customer
 and servers made with ``group="name"`` form a NATS queue group (each message to one member).
 ``distro.create("jetstream")`` stores every message in a JetStream stream per prefix and
 delivers it at least once (durable group consumers, redelivery, dead letters read and sent
-again with :func:`dead_letters` and :func:`redrive`). See the README for the subjects, the
-options, request/reply and RECEIVED, and what happens when NATS restarts.
+again with :func:`dead_letters` and :func:`redrive`; :func:`delete_streams` removes a
+prefix's streams). See the README for the subjects, the options, request/reply and RECEIVED,
+and what happens when NATS restarts.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from __future__ import annotations
 from distro_core import transport as kit
 
 from ._jetstream import JetStreamTransport
-from ._jetstream_dead import dead_letters, redrive
+from ._jetstream_dead import dead_letters, delete_streams, redrive
 from ._transport import NatsTransport
 from .subjects import message_subject
 
@@ -30,6 +31,7 @@ __all__ = [
     "JetStreamTransport",
     "NatsTransport",
     "dead_letters",
+    "delete_streams",
     "distro_register_transports",
     "message_subject",
     "redrive",

@@ -26,7 +26,6 @@ import nats.errors
 import nats.js.errors
 from nats.js import api
 
-import distro_core as distro
 from distro_core import transport as kit
 
 from ._jetstream_config import (
@@ -35,11 +34,12 @@ from ._jetstream_config import (
     dead_subject,
     read_jetstream_options,
     redrive_head,
+    routes_stream_name,
 )
 from ._jetstream_setup import js_error
 from ._link import Link, connect
 
-__all__ = ["dead_letters", "redrive"]
+__all__ = ["dead_letters", "delete_streams", "redrive"]
 
 
 async def dead_letters(group: str, *, count: int = 1000, **options: Any) -> list[kit.DeadLetter]:
@@ -84,8 +84,32 @@ async def redrive(group: str, *, count: int = 1000, **options: Any) -> int:
     return sent
 
 
-def _config(group: str, options: Mapping[str, Any]) -> JetStreamConfig:
-    if not isinstance(group, str) or not group:
+async def delete_streams(**options: Any) -> int:
+    """Delete the streams of a prefix (messages, dead letters, routes), and with them every
+    group's consumer: what a test or a retired service does.
+
+    :param options: the prefix's options (``url``, ``prefix``, ``stream``...).
+    :returns: how many streams there were.
+    :raises distro.ConnectionError: NATS cannot be reached.
+    """
+    config = _config(None, options)
+    deleted = 0
+    async with _link(config) as link:
+        js = link.jetstream(timeout=config.nats.connect_timeout)
+        stream = config.stream
+        for name in (stream, dead_stream_name(stream), routes_stream_name(stream)):
+            try:
+                await js.delete_stream(name)
+            except nats.js.errors.NotFoundError:
+                continue
+            except (nats.errors.Error, OSError) as exc:
+                raise js_error(exc, f"jetstream transport: deleting stream {name}") from exc
+            deleted += 1
+    return deleted
+
+
+def _config(group: str | None, options: Mapping[str, Any]) -> JetStreamConfig:
+    if group is not None and (not isinstance(group, str) or not group):
         raise ValueError(f"group must be a non-empty string, got {group!r}")
     opts = kit.Options("jetstream", options)
     config = read_jetstream_options(opts)
@@ -145,6 +169,3 @@ def _letter(msg: api.RawStreamMsg, group: str) -> tuple[int, kit.DeadLetter, str
         deliveries=int(deliveries) if str(deliveries).isdigit() else 0,
     )
     return int(msg.seq or 0), letter, text("Distro-Subject")
-
-
-_ = distro  # the errors raised are distro's (through js_error)

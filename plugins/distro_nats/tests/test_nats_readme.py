@@ -11,7 +11,7 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 def test_the_readme_example_runs(nats_url: str, prefix: str) -> None:
-    [example] = re.findall(r"```python\n(.*?)```", README.read_text(), re.DOTALL)
+    example = re.findall(r"```python\n(.*?)```", README.read_text(), re.DOTALL)[0]  # the first
     source = example.replace("nats://127.0.0.1:4222", nats_url).replace('"readme"', repr(prefix))
     done = subprocess.run(
         [sys.executable, "-c", source], capture_output=True, text=True, timeout=60, check=False
