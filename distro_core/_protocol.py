@@ -251,7 +251,9 @@ _SHORTEST = 16
 
 def _cut(text: str, room: int) -> str:
     """``text`` cut (and marked with an ellipsis) so that it takes at most ``room`` bytes as
-    a JSON string's contents; ``""`` when not even the mark fits."""
+    a JSON string's contents; ``""`` when not even the mark fits; ``text`` when it fits."""
+    if len(dumps(text)) - 2 <= room:
+        return text  # the id and payload made room enough: whole, not marked
     keep = min(len(text), room)
     while keep > 0:
         cut = text[:keep] + _ELLIPSIS

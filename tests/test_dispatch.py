@@ -308,6 +308,9 @@ def test_an_error_reply_over_its_limit_is_cut_to_fit_or_not_sent() -> None:
         assert reply.payload is None and "payload" not in data.decode()  # null: left out
         assert len(reply.id) == 8
         cut = reply.headers["error"]
+        if limit == len(full) - 1:  # the short id and no payload made room: whole, unmarked
+            assert cut == text
+            continue
         assert cut.endswith("\u2026") and text.startswith(cut[:-1]), limit
         assert reply.headers["code"] == "handler_error"
     # Too little room for a useful text: none (a client says what the code means).
