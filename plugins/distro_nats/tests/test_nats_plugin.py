@@ -8,7 +8,7 @@ import sys
 import textwrap
 
 import distro_nats
-from distro_nats import NatsTransport
+from distro_nats import JetStreamTransport, NatsTransport
 
 from distro_core import transport as kit
 
@@ -50,7 +50,11 @@ def test_the_public_names_are_exactly_all() -> None:
 
 def test_the_transport_declares_the_contract_version_and_capabilities() -> None:
     assert NatsTransport.api_version == kit.API_VERSION == 2
-    assert distro_nats.distro_register_transports() == [NatsTransport]
+    assert JetStreamTransport.api_version == kit.API_VERSION
+    assert distro_nats.distro_register_transports() == [NatsTransport, JetStreamTransport]
     caps = NatsTransport.capabilities
     assert caps.fan_out and caps.groups and caps.request_reply and caps.acknowledgements
     assert not caps.redelivery and not caps.durable
+    js = JetStreamTransport.capabilities
+    assert js.fan_out and js.groups and js.request_reply and js.acknowledgements
+    assert js.redelivery and js.durable
