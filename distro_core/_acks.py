@@ -15,6 +15,7 @@ acknowledgements to one target share one connection attempt), and a cache of at 
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 from collections.abc import Callable
 
@@ -86,7 +87,7 @@ class Acknowledger:
         self._max_in_flight = max_in_flight
         self._tasks: set[asyncio.Task[None]] = set()
         self._links: dict[tuple[str, int], Connection] = {}
-        self._connecting: dict[tuple[str, int], asyncio.Future[Connection]] = {}
+        self._connecting: dict[tuple[str, int], asyncio.Task[Connection]] = {}
         self._closers: set[asyncio.Task[None]] = set()
         self._resolved: dict[str, frozenset[str]] = {}
         self._lookups: asyncio.Semaphore | None = None
@@ -155,33 +156,32 @@ class Acknowledger:
 
     async def _connect(self, target: tuple[str, int]) -> Connection:
         """The link to ``target``: one connection attempt however many acknowledgements wait
-        for it, and the oldest link closed when there are too many."""
-        pending = self._connecting.get(target)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        future: asyncio.Future[Connection] = asyncio.get_running_loop().create_future()
-        self._connecting[target] = future
-        try:
-            link = await self._transport.connect(_Sink(), target)
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved: waiters re-raise it, nobody else need
-            raise
-        finally:
-            del self._connecting[target]
+        for it, and the oldest link closed when there are too many.
+
+        The attempt runs in a task of its own, which no acknowledgement's time-out cancels
+        (the transport bounds it with its own connect time-out): a cancelled attempt would end
+        every other waiter with a CancelledError of its own, uncounted."""
+        attempt = self._connecting.get(target)
+        if attempt is None:
+            attempt = asyncio.get_running_loop().create_task(
+                self._transport.connect(_Sink(), target)
+            )
+            self._connecting[target] = attempt
+            attempt.add_done_callback(functools.partial(self._connected, target))
+        return await asyncio.shield(attempt)
+
+    def _connected(self, target: tuple[str, int], attempt: asyncio.Task[Connection]) -> None:
+        """A connection attempt ended: keep the link (closing the oldest past MAX_LINKS)."""
+        del self._connecting[target]
+        if attempt.cancelled() or attempt.exception() is not None:
+            return  # each waiter got the error (retrieved here: nobody need be waiting)
+        link = attempt.result()
         if self._closed:
             self._close_later(link)
-            future.set_exception(DistroError("the server is closing"))
-            future.exception()
-            raise DistroError("the server is closing")
-        evicted = []
+            return
         while len(self._links) >= MAX_LINKS:
-            evicted.append(self._links.pop(next(iter(self._links))))
+            self._close_later(self._links.pop(next(iter(self._links))))
         self._links[target] = link
-        future.set_result(link)
-        for old in evicted:
-            await _close_quietly(old)
-        return link
 
     def _close_later(self, link: Connection) -> None:
         task = asyncio.get_running_loop().create_task(_close_quietly(link))
@@ -191,6 +191,8 @@ class Acknowledger:
     async def aclose(self) -> None:
         """Stop acknowledging (in-flight acknowledgements are cancelled) and close every link."""
         self._closed = True
+        for attempt in list(self._connecting.values()):
+            attempt.cancel()
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
