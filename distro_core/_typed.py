@@ -129,9 +129,17 @@ def _resolve(fn: Any, annotation: Any, name: str, what: str, strict: bool = True
     if not isinstance(annotation, str):
         return annotation
     target = inspect.unwrap(fn if inspect.isroutine(fn) else type(fn).__call__)
+    target = getattr(target, "__func__", target)  # a bound method's function
     namespace = getattr(target, "__globals__", {})
+    code, cells = getattr(target, "__code__", None), getattr(target, "__closure__", None) or ()
+    local = {}  # the variables the function closes over (a type defined in the enclosing one)
+    for var, cell in zip(code.co_freevars if code else (), cells, strict=False):
+        try:
+            local[var] = cell.cell_contents
+        except ValueError:  # not set yet
+            pass
     try:
-        return eval(annotation, namespace)  # what typing.get_type_hints does, for one name
+        return eval(annotation, namespace, local)  # as typing.get_type_hints, for one name
     except Exception:
         # Only typing knows it (``if TYPE_CHECKING:``): a Message is the usual case.
         if not strict or _LAST_NAME.search(annotation.strip()):
@@ -205,6 +213,7 @@ def _path(location: Any) -> str:
     return path
 
 
+_MISSING = re.compile(r"Object missing required field `([^`]*)`")
 _MSGSPEC_AT = re.compile(r"^(?P<problem>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
 
 
@@ -220,8 +229,12 @@ def _msgspec_loader(cls: Any) -> Load:
         except msgspec.ValidationError as exc:
             found = _MSGSPEC_AT.match(str(exc))
             assert found is not None  # the pattern matches any text
-            path = (found["path"] or "").lstrip(".")
-            raise InvalidPayload(type_name, [(path, found["problem"])]) from None
+            path, problem = (found["path"] or "").lstrip("."), found["problem"]
+            missing = _MISSING.fullmatch(problem)
+            if missing:  # said of the object: name the field
+                path = f"{path}.{missing[1]}" if path else missing[1]
+                problem = "required field missing"
+            raise InvalidPayload(type_name, [(path, problem)]) from None
 
     return load
 
