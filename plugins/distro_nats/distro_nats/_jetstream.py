@@ -133,6 +133,8 @@ class JetStreamListener(NatsListener):
 class JetStreamConnection(NatsConnection):
     """A client: JetStream publishes (PubAcks to its inbox), replies to its inbox."""
 
+    kind = "jetstream"
+
     def __init__(self, config: JetStreamConfig, receiver: kit.ClientReceiver) -> None:
         super().__init__(config.nats, receiver)
         self.jetstream = config
@@ -249,35 +251,6 @@ class JetStreamConnection(NatsConnection):
             ) from exc
         self._routes = Owners(routes_subjects(config.prefix, info.state.subjects or {}))
         self._routes_read = asyncio.get_running_loop().time()
-
-    async def _ready(self) -> Link:
-        """The link, once connected: waits up to ``connect_timeout`` for a reconnection
-        (polling too: nats-py says it is reconnecting before its disconnected callback runs).
-
-        :raises distro.ConnectionError: not connected within ``connect_timeout``, or closed.
-        """
-        link = self._link
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.config.connect_timeout
-        while True:
-            if link is None or self._closed or link.is_closed:
-                raise distro.ConnectionError(
-                    f"jetstream transport: the connection to {self.config.location} is closed"
-                )
-            if link.is_connected:
-                return link
-            left = deadline - loop.time()
-            if left <= 0:
-                raise distro.ConnectionError(
-                    f"jetstream transport: NATS at {self.config.location} is unreachable "
-                    f"(not back within connect_timeout={self.config.connect_timeout:g}s)"
-                )
-            try:
-                await asyncio.wait_for(link.back.wait(), min(left, 0.05))
-            except asyncio.TimeoutError:
-                continue
-            if not link.is_connected:
-                await asyncio.sleep(min(left, 0.01))
 
     async def _writable(self, size: int) -> Link:
         link = self._link

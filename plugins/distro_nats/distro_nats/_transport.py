@@ -389,27 +389,38 @@ class NatsConnection(kit.Connection):
                 "(lost: core NATS keeps nothing)"
             )
 
+    kind = "nats"
+    """The transport's name, for error texts."""
+
     async def _ready(self) -> Link:
-        """The link, once connected: waits up to ``connect_timeout`` for a reconnection."""
+        """The link, once connected: waits up to ``connect_timeout`` for a reconnection
+        (polling too: nats-py says it is reconnecting before its disconnected callback clears
+        ``back``, so the event alone can say "back" while the link is down).
+
+        :raises distro.ConnectionError: not connected within ``connect_timeout``, or closed.
+        """
         link = self._link
-        if link is None or self._closed:
-            raise distro.ConnectionError("nats transport: the client is closed")
-        if link.is_connected:
-            return link
-        if link.is_closed:
-            raise distro.ConnectionError(
-                f"nats transport: the connection to {self.config.location} is closed"
-            )
-        try:
-            await asyncio.wait_for(link.back.wait(), self.config.connect_timeout)
-        except asyncio.TimeoutError:
-            raise distro.ConnectionError(
-                f"nats transport: NATS at {self.config.location} is unreachable "
-                f"(not back within connect_timeout={self.config.connect_timeout:g}s)"
-            ) from None
-        if not link.is_connected or self._closed:
-            raise distro.ConnectionError(f"nats transport: NATS at {self.config.location} is gone")
-        return link
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.connect_timeout
+        while True:
+            if link is None or self._closed or link.is_closed:
+                raise distro.ConnectionError(
+                    f"{self.kind} transport: the connection to {self.config.location} is closed"
+                )
+            if link.is_connected:
+                return link
+            left = deadline - loop.time()
+            if left <= 0:
+                raise distro.ConnectionError(
+                    f"{self.kind} transport: NATS at {self.config.location} is unreachable "
+                    f"(not back within connect_timeout={self.config.connect_timeout:g}s)"
+                )
+            try:
+                await asyncio.wait_for(link.back.wait(), min(left, 0.05))
+            except asyncio.TimeoutError:
+                continue
+            if not link.is_connected:
+                await asyncio.sleep(min(left, 0.01))
 
     def _subject_head(self, message: distro.Message, reply: str) -> bytes:
         headers = message.headers
