@@ -285,3 +285,77 @@ async def test_a_distro_server_handles_the_confirmed_vector_once_and_the_others_
     assert replies[0] == replies[1] == replies[3] == replies[4]  # the repeats: the same bytes
     first = distro.parse(replies[0])
     assert first.headers == CONFIRM["confirmation"]["headers"] and first.payload is None
+
+
+# -- structured errors and reply headers (valid/errors.json) -----------------------------------
+
+ERRORS = {case["name"]: case for case in VALID if case["file"] == "valid/errors.json"}
+_REQUEST = distro.message(
+    {"uri": "/customer/7", "verb": "GET", "replyTo": "tcp"},
+    id="9b2e4c1a-3f6d-4e8b-a1c2-7d5e9f0b3a64",
+)
+
+
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        ("error-reply-reject", ("out_of_stock", "sku 7 is sold out", {"sku": 7})),
+        (
+            "error-reply-internal",
+            ("handler_error", f"internal error (message {_REQUEST.id})", None),
+        ),
+        (
+            "error-reply-invalid-payload",
+            (
+                "invalid_payload",
+                "the payload is not a valid Order: qty: Expected `int`, got `str`",
+                {
+                    "type": "Order",
+                    "errors": [{"field": "qty", "error": "Expected `int`, got `str`"}],
+                },
+            ),
+        ),
+    ],
+)
+def test_the_error_vectors_are_what_a_distro_server_writes(
+    name: str, problem: tuple[str, str, Any]
+) -> None:
+    from distro_core import _protocol
+
+    case = ERRORS[name]
+    data = _protocol.answer(_REQUEST, None, _protocol.Problem(*problem), True, None, "tcp")
+    assert data is not None
+    assert data.replace(data[7:43], case["id"].encode()) == case["canonical"].encode("utf-8")
+
+
+@pytest.mark.parametrize(
+    ("name", "code", "message", "details"),
+    [
+        ("error-reply-reject", "out_of_stock", "sku 7 is sold out", {"sku": 7}),
+        ("error-reply-error-object", "out_of_stock", "sku 7 is sold out", {"sku": 7}),
+        ("error-reply-malformed", None, '["E42",{"retry":true}]', None),
+        ("error-reply-handler-error", "handler_error", "KeyError: 'x'", None),  # protocol.json
+    ],
+)
+def test_a_distro_client_reads_the_error_vectors_as_remote_errors(
+    name: str, code: str | None, message: str, details: Any
+) -> None:
+    from distro_core import _protocol
+
+    case = ERRORS.get(name) or next(c for c in VALID if c["name"] == name)
+    outcome = _protocol.reply_outcome(distro.parse(case["input"]))
+    assert outcome is not None
+    request_id, payload, error = outcome
+    assert request_id == _REQUEST.id and payload is None and error is not None
+    assert (error.code, error.remote, error.details) == (code, message, details)
+
+
+def test_the_reply_header_vector_is_what_a_distro_server_writes() -> None:
+    from distro_core import _protocol
+
+    case = ERRORS["reply-with-headers"]
+    answer = distro.Reply({"rows": 3}, headers={"cache": "60s", "version": 2})
+    data = _protocol.reply(_REQUEST, answer)
+    assert data.replace(data[7:43], case["id"].encode()) == case["canonical"].encode("utf-8")
+    outcome = _protocol.reply_outcome(distro.parse(case["input"]))
+    assert outcome == (_REQUEST.id, {"rows": 3}, None)
