@@ -83,6 +83,7 @@ class Client:
             self._members = Members(transports, wheres, self, logger)
         caps = transport.capabilities
         self._retransmit = None if caps.reliable else Retransmit()
+        self._stores = False  # set by open(): see _store
         self._max_pending = max_pending
         self._slots = Slots(max_pending)
         self._logger = logger
@@ -104,7 +105,10 @@ class Client:
             raise StateError(f"client is {self._state.value}; a client opens only once")
         self._loop = asyncio.get_running_loop()
         if self._members is None:
-            self._conn = await self.transport.connect(self)
+            conn = self._conn = await self.transport.connect(self)
+            # A durable transport whose connection confirms storing: confirm=True means stored.
+            durable = self.transport.capabilities.durable
+            self._stores = durable and type(conn).store is not Connection.store
         else:
             await self._members.open()
         self._state = _State.OPEN
@@ -182,7 +186,10 @@ class Client:
     async def _send_other(self, msg: Message, confirm: bool, timeout: float) -> None:
         """A confirmed send, a send over ``servers=``, or a send on a client not open."""
         if confirm:
-            await self._call(msg, timeout, True, "send")
+            if self._stores:
+                await self._store(msg, timeout)
+            else:
+                await self._call(msg, timeout, True, "send")
             return
         self._check_open()  # raises the StateError that explains what is wrong
         if not isinstance(msg, Message):
@@ -240,15 +247,30 @@ class Client:
         self._check_open()
         if not isinstance(msg, Message):
             raise TypeError(f"{what}() takes a distro Message, got {type(msg).__name__}")
-        if type(timeout) is not float and type(timeout) is not int:
-            raise TypeError(f"timeout must be a number of seconds, got {timeout!r}")
-        if not 0 < timeout < math.inf:
-            raise ValueError(f"timeout must be a positive finite number of seconds, got {timeout}")
+        check_timeout(timeout)
         if not self._can_request:
             raise DistroError(
                 f"transport {self.transport.name!r} does not support request/reply"
                 + (", so it cannot confirm a send" if what == "send" else "")
             )
+
+    async def _store(self, msg: Message, timeout: float) -> None:
+        """A confirmed send over a durable transport that confirms storing (see
+        :meth:`Connection.store`): it returns once the broker stored the message."""
+        self._check_open()
+        if not isinstance(msg, Message):
+            raise TypeError(f"send() takes a distro Message, got {type(msg).__name__}")
+        check_timeout(timeout)
+        data = msg.to_bytes()
+        self._check_size(data)
+        conn = self._conn
+        assert conn is not None  # durable transports are buses: no servers= here
+        try:
+            await asyncio.wait_for(conn.store(data, msg), timeout)
+        except asyncio.TimeoutError:
+            raise RequestTimeout(msg.id, timeout) from None
+        self.stats.sent += 1
+        self.stats.confirmed += 1
 
     async def _call(self, msg: Message, timeout: float, confirm: bool, what: str) -> Message | None:
         """A request over ``servers=``, or a confirmed send: sent again where it may have been
@@ -436,3 +458,11 @@ def _drop(future: asyncio.Future[Any] | None) -> None:
                 future.exception()
         else:
             future.cancel()
+
+
+def check_timeout(timeout: object) -> None:
+    """:raises TypeError, ValueError: ``timeout`` is not a positive, finite number of seconds."""
+    if type(timeout) is not float and type(timeout) is not int:
+        raise TypeError(f"timeout must be a number of seconds, got {timeout!r}")
+    if not 0 < timeout < math.inf:
+        raise ValueError(f"timeout must be a positive finite number of seconds, got {timeout}")

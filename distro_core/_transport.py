@@ -324,6 +324,18 @@ class Connection(abc.ABC):
         """
         await self.send(data, message)
 
+    async def store(self, data: bytes, message: Message) -> None:
+        """Durable transports (:attr:`Capabilities.durable`) may implement this: send one frame
+        one way and return once the broker has stored it (a confirmed send,
+        ``client.send(msg, confirm=True)``, then means "stored", whether or not a server
+        runs). The core bounds it with the send's ``timeout``. Not implemented (the default), a
+        confirmed send is a request the server answers once its handlers finished.
+
+        :param data: exactly ``message.to_bytes()``.
+        :raises TransportError: the broker refused it, or it could not be sent.
+        """
+        raise NotImplementedError
+
     @abc.abstractmethod
     async def aclose(self) -> None:
         """Close the link; idempotent."""
