@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import attrs
 
 from ._dispatch import HandlerTimeout
+from ._exceptions import Reject
 from ._logging import Log, Logger, RateLimitedLog
 
 if TYPE_CHECKING:
@@ -36,7 +37,10 @@ class ServerStats:
         been larger than the datagram that asked for it; a cached reply to a repeat shorter
         than the first delivery), ``ack_refused``, ``ack_failed``, ``ack_timeout``,
         ``ack_overload``.
-    :ivar handler_errors: handler calls that raised.
+    :ivar handler_errors: handler calls that raised (a :class:`~distro_core.Reject` is counted
+        in ``rejected`` instead).
+    :ivar rejected: handler calls that raised :class:`~distro_core.Reject`: expected failures,
+        answered as they are and logged at INFO without a traceback.
     :ivar handler_timeouts: async handler calls cancelled at their deadline.
     :ivar cancelled: handler runs cancelled when ``aclose`` gave up waiting for them: their
         messages were neither handled nor dropped.
@@ -52,6 +56,7 @@ class ServerStats:
     handled: int = 0
     dropped: dict[str, int] = attrs.field(factory=dict)
     handler_errors: int = 0
+    rejected: int = 0
     handler_timeouts: int = 0
     cancelled: int = 0
     replies_sent: int = 0
@@ -197,6 +202,17 @@ class ServerLog:
                 extra={"event": "handler_timeout", **fields},
             )
             return str(exc)
+        if isinstance(exc, Reject):  # an expected failure: no traceback, not an error
+            self._stats.rejected += 1
+            self._quiet.log(
+                f"reject {entry.name} {exc.code}",
+                logging.INFO,
+                "distro: handler %s rejected message %s (%s %s): %s",
+                *where,
+                text,
+                extra={"event": "handler_rejected", "code": exc.code, **fields},
+            )
+            return text
         self._stats.handler_errors += 1
         self._quiet.log(
             f"handler {entry.name} {kind.__qualname__}",

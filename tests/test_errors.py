@@ -29,7 +29,10 @@ async def ask(
     return info.value
 
 
-async def test_a_reject_reaches_the_caller_as_it_is(factory: distro.Factory) -> None:
+async def test_a_reject_reaches_the_caller_as_it_is(
+    factory: distro.Factory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "distro")
     server = factory.server(port=0)
 
     @server.get("/stock/{sku}")
@@ -45,7 +48,11 @@ async def test_a_reject_reaches_the_caller_as_it_is(factory: distro.Factory) -> 
     )
     assert error.details == {"left": 0}
     assert str(error) == f"request {error.message_id} failed remotely: x7 is sold out"
-    assert server.stats.handler_errors == 1
+    # An expected failure: counted apart from errors, logged at INFO without a traceback.
+    assert server.stats.rejected == 1 and server.stats.handler_errors == 0
+    [record] = [r for r in caplog.records if "rejected" in r.getMessage()]
+    assert record.levelno == logging.INFO and record.exc_info is None
+    assert "out_of_stock" not in record.getMessage() or "x7 is sold out" in record.getMessage()
 
 
 async def test_an_unexpected_exception_is_an_internal_error_and_the_log_has_the_rest(
