@@ -142,6 +142,32 @@ class StreamsConnection(RedisConnection):
                 return
         await super().request(data, message)
 
+    async def store(self, data: bytes, message: distro.Message) -> None:
+        """Append ``data`` to the stream (XADD, batched with the other sends of this loop
+        iteration) and return once Redis answered it with the entry's id: stored, whether or
+        not a member runs (``client.send(msg, confirm=True)`` over ``redis-streams``).
+
+        :raises distro.TransportError: Redis refused the XADD (its error text: OOM under
+            ``maxmemory``, WRONGTYPE, NOPERM...).
+        :raises distro.ConnectionError: Redis cannot be reached, or the link broke before
+            Redis answered (whether it was stored is then unknown).
+        """
+        if self._closed:
+            raise distro.ConnectionError("redis-streams transport: the client is closed")
+        pub = self._pub
+        if pub is None or pub.closed or self._sub is None or self._sub.closed:
+            pub = await self._reconnect()
+        self._publish(pub, data, message)
+        assert isinstance(pub, Appender)
+        stored = pub.stored()
+        try:
+            if pub.batcher.congested:
+                await pub.drain(self.config.connect_timeout)
+            await stored
+        finally:
+            if not stored.done():
+                stored.cancel()  # the caller's timeout: Redis's answer is dropped
+
     async def _read_routes(self) -> None:
         """Read the routes hash again (one read at a time, shared by concurrent requests)."""
         task = self._reading

@@ -2,7 +2,7 @@
 
 * :class:`Appender`: a client's XADD link. A :class:`~._link.Publisher` whose replies are
   stream ids (bulk strings) instead of integers: they are counted, not parsed, unless a request
-  watches one or Redis refused one.
+  or a confirmed send (:meth:`Appender.stored`) watches one, or Redis refused one.
 * :class:`Commander`: a server's general command link (XREADGROUP, XACK, XCLAIM, XPENDING...):
   commands written in batches, once per loop iteration, and every reply decoded and handed to
   the callback the command was sent with, in order.
@@ -35,6 +35,47 @@ class Appender(Publisher):
     :func:`~._streams_config.xadd_head` instead of a PUBLISH head; Redis answers each with the
     new entry's id, or an error."""
 
+    def __init__(
+        self, conn: AbstractConnection, transport: asyncio.Transport, on_lost: LostCallback
+    ) -> None:
+        super().__init__(conn, transport, on_lost)
+        self._storing: set[asyncio.Future[None]] = set()
+
+    def stored(self) -> asyncio.Future[None]:
+        """A future for the last XADD queued: done once Redis answered it with the entry's id
+        (stored); failed with ``distro.TransportError`` when Redis refused it (its error text,
+        e.g. OOM, WRONGTYPE, NOPERM), with ``distro.ConnectionError`` when the link broke
+        before Redis answered (stored or not: unknown)."""
+        future: asyncio.Future[None] = self._loop.create_future()
+        if self.closed:
+            future.set_exception(_broken())
+            return future
+        storing = self._storing
+        storing.add(future)
+
+        def answered(value: int | str) -> None:
+            storing.discard(future)
+            if future.done():  # the sender stopped waiting (its timeout)
+                return
+            if isinstance(value, str):
+                future.set_exception(
+                    distro.TransportError(
+                        f"redis-streams transport: Redis refused to store it: {value}"
+                    )
+                )
+            else:
+                future.set_result(None)
+
+        self.watch(answered)
+        return future
+
+    def _lost(self) -> None:
+        storing, self._storing = self._storing, set()
+        for future in storing:
+            if not future.done():
+                future.set_exception(_broken())
+        super()._lost()
+
     def data_received(self, data: bytes) -> None:
         if self._tail:
             data = self._tail + data
@@ -62,12 +103,17 @@ class Appender(Publisher):
             refused: str | None = None
             if line[:1] == b"-":
                 refused = line[1:].decode("utf-8", "replace")
-                log.error("redis-streams transport: Redis refused an XADD: %s", refused)
             watcher = None
             while watchers and watchers[0][0] <= self.answered:
                 seq, callback = watchers.popleft()
                 if seq == self.answered:
                     watcher = callback
+            if refused is not None:
+                # Logged where nobody is told (a one-way send; a request and a confirmed send
+                # raise it to their caller, who may expect it).
+                (log.info if watcher is not None else log.error)(
+                    "redis-streams transport: Redis refused an XADD: %s", refused
+                )
             if watcher is not None:
                 try:
                     watcher(refused if refused is not None else 1)
@@ -75,6 +121,13 @@ class Appender(Publisher):
                     log.exception("redis-streams transport: an XADD watcher failed")
             elif refused is not None:
                 self.error = refused
+
+
+def _broken() -> distro.ConnectionError:
+    return distro.ConnectionError(
+        "redis-streams transport: the link to Redis broke before Redis answered the XADD "
+        "(the message may or may not be stored)"
+    )
 
 
 class Commander(_Link):
