@@ -7,9 +7,10 @@
   theirs at a time (a send past that waits, at most ``connect_timeout``). A refusal is raised
   by the client's next send (and counted ``unheard``); the sends not acknowledged when the
   connection broke are published again once it is back (JetStream stores a message id once
-  within ``duplicate_window``). Requests go the same way, without the id (a repeat of a
-  confirmed send must be delivered again to be answered again), their refusal failing the
-  request at once.
+  within ``duplicate_window``). A confirmed send (:meth:`JetStreamConnection.store`) is such a
+  send that waits for its own PubAck: it returns once JetStream stored it, or raises its
+  refusal. Requests go the same way, without the id (a repeat of a request must be
+  delivered again to be answered again), their refusal failing the request at once.
 * A server (:class:`JetStreamListener`) is a ``nats`` listener without route subscriptions:
   it keeps that transport's address (the bus and a claimed number), its RECEIVED subject and
   its replies to inboxes, and pulls its messages from a JetStream consumer through a
@@ -145,6 +146,7 @@ class JetStreamConnection(NatsConnection):
         self._room = asyncio.Event()
         self._room.set()
         self._error: distro.TransportError | None = None
+        self._storing: dict[int, asyncio.Future[None]] = {}  # confirmed sends by number
         self._watch: asyncio.Task[None] | None = None
         self._routes = Owners()
         self._routes_read = -_ROUTES_TTL
@@ -174,6 +176,46 @@ class JetStreamConnection(NatsConnection):
         if error is not None:
             self._error = None
             raise error
+        number, command, size = self._command(data, message)
+        link = await self._writable(size)
+        self._queue(link, command)
+        self._unacked[number] = command
+        if len(self._unacked) >= self.jetstream.max_unacked:
+            self._room.clear()
+            await self._wait_for_room()
+        if link.congested:
+            await link.written(self.config.connect_timeout)
+
+    async def store(self, data: bytes, message: distro.Message) -> None:
+        """Publish ``data`` as :meth:`send` does (``Nats-Msg-Id``, PubAck to the inbox, one of
+        the ``max_unacked`` in the window, published again after a reconnection) and return
+        once JetStream acknowledged this one: stored, whether or not a member runs
+        (``client.send(msg, confirm=True)`` over ``jetstream``).
+
+        :raises distro.TransportError: JetStream refused it (the PubAck's error: no stream
+            takes its subject, the stream is full with ``discard`` new...).
+        :raises distro.ConnectionError: the client is closed, or NATS cannot be reached.
+        """
+        if self._closed:
+            raise distro.ConnectionError("jetstream transport: the client is closed")
+        number, command, size = self._command(data, message)
+        while len(self._unacked) >= self.jetstream.max_unacked:
+            self._room.clear()
+            await self._wait_for_room()
+        link = await self._writable(size)
+        stored: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._storing[number] = stored
+        try:
+            self._queue(link, command)
+            self._unacked[number] = command
+            if link.congested:
+                await link.written(self.config.connect_timeout)
+            await stored
+        finally:
+            self._storing.pop(number, None)
+
+    def _command(self, data: bytes, message: distro.Message) -> tuple[int, bytes, int]:
+        """The HPUB of a send (its number, the command, the size NATS counts)."""
         headers = message.headers
         key = (headers["uri"], headers.get("verb"))
         head = self._ack_heads.get(key)
@@ -200,14 +242,7 @@ class JetStreamConnection(NatsConnection):
                 _CRLF,
             )
         )
-        link = await self._writable(len(marker) + len(data))
-        self._queue(link, command)
-        self._unacked[number] = command
-        if len(self._unacked) >= self.jetstream.max_unacked:
-            self._room.clear()
-            await self._wait_for_room()
-        if link.congested:
-            await link.written(self.config.connect_timeout)
+        return number, command, len(marker) + len(data)
 
     async def request(self, data: bytes, message: distro.Message) -> None:
         if self._closed:
@@ -296,7 +331,10 @@ class JetStreamConnection(NatsConnection):
                 return
             if self._unacked.pop(number, None) is None:
                 return  # the second acknowledgement of a send published again
-            if headers is not None or _ERROR in data[:16]:
+            stored = self._storing.pop(number, None)
+            if stored is not None:
+                self._stored(stored, number, data, headers)
+            elif headers is not None or _ERROR in data[:16]:
                 self._refused(number, data, headers)
             if not self._room.is_set() and len(self._unacked) < self.jetstream.max_unacked:
                 self._room.set()
@@ -308,6 +346,23 @@ class JetStreamConnection(NatsConnection):
             )
             return
         super()._inbox_message(subject, reply, data, headers)
+
+    def _stored(
+        self, stored: asyncio.Future[None], number: int, data: bytes, headers: bytes | None
+    ) -> None:
+        """A confirmed send's PubAck: it returns, or raises JetStream's refusal."""
+        if stored.done():
+            return
+        if headers is not None or _ERROR in data[:16]:
+            self.refused += 1
+            why = _describe(data, headers)
+            stored.set_exception(
+                distro.TransportError(
+                    f"jetstream transport: JetStream on {self.config.bus} did not store it: {why}"
+                )
+            )
+        else:
+            stored.set_result(None)
 
     def _refused(self, number: int, data: bytes, headers: bytes | None) -> None:
         self.refused += 1
@@ -361,6 +416,14 @@ class JetStreamConnection(NatsConnection):
                 "(they may be lost)",
                 len(self._unacked),
             )
+        storing, self._storing = self._storing, {}
+        for stored in storing.values():
+            if not stored.done():
+                stored.set_exception(
+                    distro.ConnectionError(
+                        "jetstream transport: the client closed before JetStream acknowledged it"
+                    )
+                )
         for task in (self._watch, self._reading):
             if task is not None and not task.done():
                 task.cancel()
