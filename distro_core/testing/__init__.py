@@ -1,4 +1,8 @@
-"""The conformance kit: distro's behavioural suite, for any transport (requires pytest).
+"""Testing with distro (requires pytest): the ``distro_test`` fixture and :class:`TestClient`
+for testing one's own services (docs/testing.md), and the conformance kit, distro's
+behavioural suite, for any transport.
+
+The conformance kit:
 
 Every bundled transport runs it, the plugins run it, and a third-party transport runs it with a
 few lines::
@@ -18,6 +22,7 @@ and :meth:`client_options` when a transport needs more than a port.
 from __future__ import annotations
 
 from ._helpers import Recorder, wait_until
+from ._kit import DistroTest, TestClient
 from ._suite import TransportSuite
 
-__all__ = ["Recorder", "TransportSuite", "wait_until"]
+__all__ = ["DistroTest", "Recorder", "TestClient", "TransportSuite", "wait_until"]

@@ -1,20 +1,35 @@
-"""pytest plugin of the conformance kit (loaded through the ``pytest11`` entry point).
+"""distro's pytest plugin (loaded through the ``pytest11`` entry point of distro-core).
 
-It runs ``async def`` tests on a fresh event loop with ``asyncio.run``, bounded in time, so the
-kit needs no async pytest plugin. By default it only acts on tests marked ``distro_async`` (the
-kit's own); set ``distro_async_tests = true`` in a project's pytest configuration to have it run
-every ``async def`` test there too (distro's own suites do), instead of adding an async plugin.
+It is inert unless used: it adds a fixture, a marker and an ini option, and runs no test that
+did not ask for it.
+
+* The ``distro_test`` fixture gives a test a :class:`~distro_core.testing.DistroTest`: a fresh
+  in-memory network, a factory on it that records what its clients send, and test clients
+  (docs/testing.md).
+* It runs ``async def`` tests on a fresh event loop with ``asyncio.run``, bounded in time, so
+  no async pytest plugin is needed: tests that use ``distro_test`` (unless another async
+  plugin's marker, ``asyncio``, ``anyio`` or ``trio``, claims them), tests marked
+  ``distro_async`` (the conformance kit's), and, with ``distro_async_tests = true`` in a
+  project's pytest configuration, every ``async def`` test there (distro's own suites do).
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
-from typing import Any
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
+if TYPE_CHECKING:
+    from ._kit import DistroTest
+
 TIMEOUT = 60.0
+"""Seconds an ``async def`` test run by the plugin may take before it fails."""
+
+FIXTURE = "distro_test"
+_OTHER_RUNNERS = ("asyncio", "anyio", "trio")  # markers of other async plugins: theirs to run
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -34,15 +49,28 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
+@pytest.fixture
+def distro_test() -> Iterator[DistroTest]:
+    """A fresh in-memory network for this test, a factory on it whose clients record what they
+    send, and test clients for its servers (:class:`~distro_core.testing.DistroTest`)."""
+    from ._kit import DistroTest  # here: pytest sessions that never use it do not import distro
+
+    yield DistroTest()
+
+
+def _ours(item: pytest.Function) -> bool:
+    if item.get_closest_marker("distro_async") or item.config.getini("distro_async_tests"):
+        return True
+    if FIXTURE not in item.fixturenames:
+        return False
+    return not any(item.get_closest_marker(name) for name in _OTHER_RUNNERS)
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
-    """Run a ``distro_async`` coroutine test with ``asyncio.run``, bounded by a time-out."""
-    if not inspect.iscoroutinefunction(pyfuncitem.obj):
-        return None
-    if not (
-        pyfuncitem.get_closest_marker("distro_async")
-        or pyfuncitem.config.getini("distro_async_tests")
-    ):
+    """Run an ``async def`` test that is ours (see the module docstring) with ``asyncio.run``,
+    bounded by :data:`TIMEOUT`."""
+    if not inspect.iscoroutinefunction(pyfuncitem.obj) or not _ours(pyfuncitem):
         return None
     kwargs: dict[str, Any] = {
         name: pyfuncitem.funcargs[name] for name in pyfuncitem._fixtureinfo.argnames
