@@ -23,6 +23,12 @@ from ._helpers import Recorder, wait_until
 
 __all__ = ["TransportSuite"]
 
+_STORES = (
+    "over {} a confirmed send means the broker stored it (Connection.store), not that a "
+    "handler ran: {} check that"
+)
+_HANDLED = "over {} a confirmed send means a server handled it: the tests above check that"
+
 
 @pytest.mark.distro_async
 class TransportSuite:
@@ -74,6 +80,13 @@ class TransportSuite:
     def caps(factory: distro.Factory) -> kit.Capabilities:
         """The capabilities of the transport under test."""
         return factory.transport.capabilities
+
+    @staticmethod
+    def stores(client: distro.Client) -> bool:
+        """Whether ``client``'s confirmed sends mean "the broker stored it" (a durable transport
+        whose connection implements :meth:`~distro_core.transport.Connection.store`) rather
+        than "a server's handlers finished"; the confirmed-send tests check whichever holds."""
+        return client._stores
 
     def room(self, factory: distro.Factory) -> Any:
         """The payload of a request whose error text a test reads. Where source addresses can
@@ -347,6 +360,8 @@ class TransportSuite:
             done.append(msg.payload)
 
         async with self.serving(factory, server) as (_, client):
+            if self.stores(client):
+                pytest.skip(_STORES.format(factory.name, "test_a_stored_confirmed_send_*"))
             for n in range(5):
                 sent = distro.message({"uri": "/confirmed", "verb": "POST"}, n)
                 await client.send(sent, confirm=True, timeout=5)
@@ -368,6 +383,8 @@ class TransportSuite:
         got = Recorder()
         server.post("/fine", got)
         async with self.serving(factory, server) as (_, client):
+            if self.stores(client):
+                pytest.skip(_STORES.format(factory.name, "test_a_stored_confirmed_send_*"))
             refused = distro.message({"uri": "/refuse", "verb": "POST"}, self.room(factory))
             with pytest.raises(distro.RemoteError) as info:
                 await client.send(refused, confirm=True, timeout=5)
@@ -379,6 +396,59 @@ class TransportSuite:
         assert got.payloads == [1]
         assert server.stats.handler_errors == 1
         assert client.stats.confirmed == 1
+
+    async def test_a_stored_confirmed_send_returns_without_a_server_and_is_handled_later(
+        self, factory: distro.Factory
+    ) -> None:
+        # Where confirmed means stored (a durable transport whose connection stores), a
+        # confirmed send returns while no member of a group runs; one that starts handles it.
+        if not self.caps(factory).groups:
+            pytest.skip(f"{factory.name} declares no groups")
+        group = f"kit-{os.getpid()}-{id(self)}"
+        first = factory.server({**self.server_options(factory), "group": group})
+        first.post("/stored", lambda m: None)
+        async with first:
+            pass  # the group exists from now on
+        async with factory.client(self.client_options(factory, first)) as client:
+            if not self.stores(client):
+                pytest.skip(_HANDLED.format(factory.name))
+            for n in range(5):
+                sent = distro.message({"uri": "/stored", "verb": "POST"}, n)
+                await asyncio.wait_for(client.send(sent, confirm=True, timeout=5), 10)
+            stats = client.stats
+        assert (stats.sent, stats.confirmed, stats.requests) == (5, 5, 0)
+        got = Recorder()
+        later = factory.server(self.group_member_options(factory, first, group))
+        later.post("/stored", got)
+        async with later:
+            await got.wait_for(5)
+        assert got.payloads == list(range(5))
+
+    async def test_a_stored_confirmed_send_whose_handler_raises_still_returns(
+        self, factory: distro.Factory
+    ) -> None:
+        # Stored is all a stored confirmation says: a handler that raises afterwards does not
+        # fail the send (the server counts it; a group delivers it again).
+        server = factory.server(self.server_options(factory))
+        calls: list[Any] = []
+
+        @server.post("/refuse")
+        def refuse(msg: distro.Message) -> None:
+            calls.append(msg.payload)
+            raise ValueError("out of stock")
+
+        got = Recorder()
+        server.post("/fine", got)
+        async with self.serving(factory, server) as (_, client):
+            if not self.stores(client):
+                pytest.skip(_HANDLED.format(factory.name))
+            await client.send(distro.message({"uri": "/refuse", "verb": "POST"}, 0), confirm=True)
+            await client.send(distro.message({"uri": "/fine", "verb": "POST"}, 1), confirm=True)
+            await got.wait_for(1)
+            await wait_until(lambda: server.stats.handler_errors >= 1, what="the handler error")
+        assert calls[:1] == [0]
+        assert got.payloads == [1]
+        assert client.stats.confirmed == 2
 
     async def test_a_confirmed_send_nobody_handles_is_a_no_handler_error(
         self, factory: distro.Factory
@@ -419,11 +489,16 @@ class TransportSuite:
         server.post("/one-way", got)
         async with self.serving(variant, server) as (_, client):
             msg = distro.message({"uri": "/one-way", "verb": "POST"}, "confirm me")
-            with pytest.raises(distro.DistroError, match="request/reply"):
+            stores = self.stores(client)
+            if stores:
+                # Confirmed by the broker's storing it: no reply needed, so it is sent.
                 await client.send(msg, confirm=True, timeout=5)
+            else:
+                with pytest.raises(distro.DistroError, match="request/reply"):
+                    await client.send(msg, confirm=True, timeout=5)
             await client.send(distro.message({"uri": "/one-way", "verb": "POST"}, "plain"))
-            await got.wait_for(1)
-        assert got.payloads == ["plain"]
+            await got.wait_for(2 if stores else 1)
+        assert got.payloads == (["confirm me", "plain"] if stores else ["plain"])
 
     async def test_a_confirmed_send_checks_its_timeout(self, factory: distro.Factory) -> None:
         if not self.caps(factory).request_reply:
@@ -445,6 +520,7 @@ class TransportSuite:
                         timeout=wrong,  # type: ignore[arg-type]
                     )
             await client.send(distro.message({"uri": "/t", "verb": "POST"}, "ok"), confirm=True)
+            await got.wait_for(1)  # where confirmed means stored, it may not be handled yet
         assert got.payloads == ["ok"], "a refused timeout must not send anything"
         assert server.stats.received == 1
 

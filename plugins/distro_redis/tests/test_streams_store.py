@@ -16,7 +16,7 @@ import redis
 from _redis_servers import RedisProcess
 
 import distro_core as distro
-from distro_core.testing import Recorder, wait_until
+from distro_core.testing import Recorder
 
 
 def order(n: Any = None) -> distro.Message:
@@ -72,27 +72,6 @@ async def test_a_confirmed_send_returns_once_stored_with_no_server_running(
     async with member:
         await got.wait_for(20)
     assert got.payloads == list(range(20))
-
-
-async def test_a_stored_send_whose_handler_raises_still_returned_and_is_delivered_again(
-    factory: distro.Factory, options: dict[str, Any]
-) -> None:
-    calls: list[int] = []
-
-    def flaky(msg: distro.Message) -> None:
-        calls.append(msg.payload)
-        if len(calls) == 1:
-            raise RuntimeError("first delivery fails")
-
-    member = factory.server(options, group="customers", redelivery_delay=0.1)
-    member.post("/order", flaky)
-    async with member, factory.client(options) as client:
-        # Stored: the handler's fate is the group's (redelivery, dead letters), not the sender's.
-        await client.send(order(7), confirm=True, timeout=5)
-        await wait_until(lambda: len(calls) == 2, what="the second delivery")
-    assert calls == [7, 7]
-    assert member.stats.handler_errors == 1
-    assert client.stats.confirmed == 1
 
 
 async def test_many_confirmed_sends_in_flight_are_each_stored_once(
