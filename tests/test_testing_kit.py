@@ -202,3 +202,41 @@ def test_a_project_without_configuration_runs_fixture_tests(tmp_path: Path) -> N
     assert "2 failed, 1 passed" in out, out
     # An async test that did not ask for distro is left alone: pytest's own answer, as without us.
     assert "async def functions are not natively supported" in out, out
+
+
+async def test_a_service_is_bound_to_the_tests_network(distro_test: DistroTest) -> None:
+    billing = distro_test.factory.server(port=0)
+    billed: list[object] = []
+    billing.post("/invoices", lambda msg: billed.append(msg.payload))
+    service = distro.Service("orders", transport="tcp", port=8001)  # served over tcp in production
+    hooks: list[str] = []
+
+    @service.on_startup
+    def up() -> None:
+        hooks.append("up")
+
+    @service.on_shutdown
+    def down() -> None:
+        hooks.append("down")
+
+    @service.post("/orders/{id}")
+    async def order(msg: distro.Message) -> str:
+        invoices = await service.connect(port=billing.address[1])
+        await invoices.send(distro.message({"uri": "/invoices", "verb": "POST"}, msg.params))
+        return "ok"
+
+    async with billing, distro_test.client(service) as client:
+        assert hooks == ["up"]
+        assert service.server.transport.network is distro_test.network  # type: ignore[attr-defined]
+        assert (await client.request("/orders/5", verb="POST")).payload == "ok"
+        await wait_until(lambda: billed == [{"id": "5"}], 2.0, "the invoice")
+    assert hooks == ["up", "down"]
+    assert [m.payload for m in distro_test.sent_to("/invoices")] == [{"id": "5"}]
+
+
+async def test_a_test_client_alone_binds_a_service_to_memory() -> None:
+    service = distro.Service("echo")
+    service.get("/echo/{x}", lambda msg: msg.params["x"])
+    async with TestClient(service) as client:
+        assert service.server.transport.name == "memory"
+        assert (await client.request("/echo/hi")).payload == "hi"

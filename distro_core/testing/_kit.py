@@ -15,9 +15,11 @@ from types import TracebackType
 from typing import Any
 
 from .._client import Client
+from .._exceptions import StateError
 from .._factory import Factory, create
 from .._message import Message, message
 from .._server import Server
+from .._service import Service
 from .._sync_client import SyncClient
 from .._transport import ClientReceiver, Connection
 from .._transports.memory import MemoryNetwork, MemoryTransport
@@ -70,6 +72,12 @@ class _TestFactory(Factory):
         super().__init__(_recording_transport(sent), create("memory").logger)
         self._network = network
 
+    def bind(self, service: Service) -> None:
+        """Bind ``service`` (not yet bound) to this factory's transport, on the test's network,
+        on a free port: the clients of its ``connect`` record what they send too."""
+        transport: Any = self.transport  # Service.bind names a transport; create() takes a class
+        service.bind(transport, network=self._network, port=0)
+
     def _on_network(
         self, info: Mapping[str, Any] | None, options: dict[str, Any]
     ) -> dict[str, Any]:
@@ -113,11 +121,18 @@ class DistroTest:
         self.sent: list[Message] = []
         self.factory: Factory = _TestFactory(self.network, self.sent)
 
-    def client(self, server: Server, *, timeout: float = 5.0) -> TestClient:
-        """A :class:`TestClient` for ``server`` (use it as ``async with``).
+    def client(self, server: Server | Service, *, timeout: float = 5.0) -> TestClient:
+        """A :class:`TestClient` for ``server`` (use it as ``async with``): a memory
+        :class:`~distro_core.Server`, or a :class:`~distro_core.Service`, which a service not
+        yet bound is bound to the test's network for (on a free port, its clients recorded in
+        :attr:`sent`).
 
         :param timeout: the default time-out of its calls, in seconds.
         """
+        if isinstance(server, Service) and not _bound(server):
+            factory = self.factory
+            assert isinstance(factory, _TestFactory)
+            factory.bind(server)
         return TestClient(server, timeout=timeout)
 
     def sent_to(self, uri: str | None = None, verb: str | None = None) -> list[Message]:
@@ -131,6 +146,14 @@ class DistroTest:
         ]
 
 
+def _bound(service: Service) -> bool:
+    try:
+        service.server  # noqa: B018 - raises StateError until bound
+    except StateError:
+        return False
+    return True
+
+
 class TestClient:
     """Calls a server's routes in-process: the message goes through the server's real
     routing and handlers (``msg.params`` filled from the uri pattern, catch-alls, typed
@@ -138,20 +161,27 @@ class TestClient:
 
     ``async with TestClient(server) as client:`` starts the server if it is not serving yet
     (and closes it on the way out, then); the server must be a ``memory`` one (made from
-    :attr:`DistroTest.factory`, or any memory factory).
+    :attr:`DistroTest.factory`, or any memory factory). It takes a
+    :class:`~distro_core.Service` as well: one not yet bound is bound to ``memory`` on a free
+    port (:meth:`DistroTest.client` binds it to the test's network), and starting it runs its
+    startup hooks, closing it its shutdown hooks.
 
     :param timeout: the default time-out of :meth:`request` and :meth:`send`, in seconds.
     """
 
     __test__ = False  # not a test class, whatever pytest's naming rules say
 
-    def __init__(self, server: Server, *, timeout: float = 5.0) -> None:
-        if not isinstance(server.transport, MemoryTransport):
+    def __init__(self, server: Server | Service, *, timeout: float = 5.0) -> None:
+        if isinstance(server, Service) and not _bound(server):
+            server.bind("memory", port=0)
+        inner = server.server if isinstance(server, Service) else server
+        if not isinstance(inner.transport, MemoryTransport):
             raise TypeError(
-                f"TestClient calls a memory server; this one is {server.transport.name!r}: make "
+                f"TestClient calls a memory server; this one is {inner.transport.name!r}: make "
                 "it from the distro_test fixture's factory (or distro.create('memory'))"
             )
-        self.server = server
+        self.server: Server | Service = server
+        self._inner = inner
         self.timeout = timeout
         self._started = False
         self._client: Client | None = None
@@ -160,10 +190,10 @@ class TestClient:
         if not self.server.is_serving:
             await self.server.start()
             self._started = True
-        transport = self.server.transport
+        transport = self._inner.transport
         assert isinstance(transport, MemoryTransport)
         factory = create("memory")
-        self._client = factory.client(port=self.server.address[1], network=transport.network)
+        self._client = factory.client(port=self._inner.address[1], network=transport.network)
         try:
             await self._client.open()
         except BaseException:
