@@ -1,4 +1,5 @@
-"""Newline-delimited frames for stream transports (``tcp``), as pure code.
+"""Frames for stream transports (``tcp``): newline-delimited, or one JSON object after another,
+as pure code.
 
 A stream has no message boundaries: one read may hold half a message, or fifty. The
 :class:`FrameDecoder` is fed whatever the socket gave (``feed(data)``) and returns the complete
@@ -9,6 +10,17 @@ stream. A driver reading with ``recv_into`` into one reused buffer hands it over
 A frame is one message's compact JSON, which never holds a raw newline byte (JSON escapes control
 characters inside strings, and no UTF-8 multi-byte sequence contains 0x0A), so a newline is a
 safe delimiter. :func:`encode_frame` adds it.
+
+The JavaScript original's tcp client writes one message with nothing after it and keeps the
+connection open, so a decoder also ends a frame where a JSON object closes. It does so until the
+stream's first newline (the *object phase*): there, outside objects, spaces, tabs and carriage
+returns are skipped and ``{`` starts an object, which is a frame as soon as its closing brace
+arrives (strings, escapes and nesting by ``{}``/``[]`` are tracked, each byte examined once
+however the stream is cut). The first newline ends the phase: a newline inside an object ends
+that frame there (an invalid one), and from then on frames are lines. A byte that cannot start
+an object (outside one) ends the phase too and starts the first line. So a newline-delimited peer
+pays for the object scan on its first frame only, and the framing depends on the bytes alone,
+never on how reads cut them.
 
 Sans-IO like h11: no sockets, no event loop, no clock; the transport is a thin driver around
 it. Errors, all :class:`FramingError` (a :class:`~distro_core.MessageError`)::
@@ -23,6 +35,7 @@ resynchronise, so the driver drops the connection.
 
 from __future__ import annotations
 
+import re
 from typing import NoReturn
 
 from ._exceptions import MessageError
@@ -44,6 +57,12 @@ _NL_BYTE = 0x0A
 _MIN_CAPACITY = 1024  # the least room made for a partial frame
 _KEEP_CAPACITY = 65536  # room for partial frames kept from one frame to the next; more is freed
 _VIEW_AT = 4096  # chunks of frames this long are copied through a memoryview, shorter ones not
+
+# The object phase's scanner: each search jumps (in C) to the next byte that matters.
+_OUTSIDE = re.compile(rb"[^ \t\r]")  # outside an object: the first byte not skipped
+_IN_OBJECT = re.compile(rb'[][{}"\n]')  # in an object, outside strings
+_IN_STRING = re.compile(rb'["\\\n]')  # in a string
+_LBRACE, _LBRACKET, _QUOTE, _BACKSLASH = b'{["\\'
 
 
 class FramingError(MessageError):
@@ -87,7 +106,8 @@ class TruncatedFrame(FramingError):
 
 
 class FrameDecoder:
-    """Splits a byte stream into newline-delimited frames.
+    """Splits a byte stream into frames: JSON objects until its first newline, then lines (see
+    the module docstring).
 
     Feed it each chunk read from the stream (:meth:`feed`, or :meth:`feed_from` for a read buffer
     the driver reuses); each call returns the frames that chunk completed (``bytes`` without the
@@ -102,11 +122,16 @@ class FrameDecoder:
     linear time however it is cut, even one byte at a time. The capacity is kept while long
     frames follow one another and let go past 64 KiB once a chunk starts with no partial frame.
 
+    In the object phase, compiled regular expressions jump to the next byte that matters (a
+    quote, a backslash, a bracket, a newline), and the scanner's state (nesting depth, inside a
+    string, after a backslash) carries over from one chunk to the next: every byte is examined
+    once, so an object cut into a million one-byte reads costs linear time too.
+
     :param max_frame_size: the longest frame accepted, in bytes without the newline.
     :raises ValueError: ``max_frame_size`` is not a positive integer.
     """
 
-    __slots__ = ("_buffer", "_done", "_held", "_limit")
+    __slots__ = ("_buffer", "_depth", "_done", "_escape", "_held", "_limit", "_slow", "_string")
 
     def __init__(self, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> None:
         if type(max_frame_size) is not int or max_frame_size < 1:
@@ -115,6 +140,10 @@ class FrameDecoder:
         self._buffer = bytearray()  # its first ``_held`` bytes are the partial frame
         self._held = 0
         self._done = False  # end of stream seen, or an error raised
+        self._slow = True  # not on the lines' path: in the object phase, or done
+        self._depth = 0  # the object phase's nesting depth; 0 is outside an object
+        self._string = False  # inside a string of the object
+        self._escape = False  # the last chunk ended with the backslash of an escape
 
     @property
     def max_frame_size(self) -> int:
@@ -123,7 +152,8 @@ class FrameDecoder:
 
     @property
     def buffered(self) -> int:
-        """Bytes of a partial frame held until its newline arrives (never above the limit)."""
+        """Bytes of a partial frame held until its newline or closing brace arrives (never above
+        the limit)."""
         return self._held
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[bytes]:
@@ -154,7 +184,7 @@ class FrameDecoder:
         :raises TruncatedFrame: as :meth:`feed`.
         :raises FramingError: as :meth:`feed`.
         """
-        if self._done or not 0 < nbytes <= len(buffer):
+        if self._slow or not 0 < nbytes <= len(buffer):
             return self._edge(buffer, nbytes)
         limit = self._limit
         held = self._held
@@ -204,14 +234,121 @@ class FrameDecoder:
         return frames
 
     def _edge(self, buffer: bytes | bytearray, nbytes: int) -> list[bytes]:
-        """:meth:`feed_from` off its hot path: a bad ``nbytes``, the end, or data after it."""
+        """:meth:`feed_from` off its hot path: a bad ``nbytes``, the end, data after it, or the
+        object phase."""
         if not 0 <= nbytes <= len(buffer):
             raise ValueError(f"nbytes must be 0..{len(buffer)} (the buffer's size), got {nbytes}")
         if self._done:
             if nbytes:
                 raise FramingError("the frame decoder already saw the end of the stream or failed")
             return []
-        return self._end()
+        if not nbytes:
+            return self._end()
+        return self._scan(buffer, nbytes)
+
+    def _scan(self, buffer: bytes | bytearray, nbytes: int) -> list[bytes]:
+        """The object phase: frames end where objects close, until the first newline."""
+        frames: list[bytes] = []
+        depth = self._depth
+        string = self._string
+        start = 0  # where the object in progress starts in this chunk (after what is held)
+        at = 0
+        if self._escape:  # the byte after a backslash is skipped, unless it is a newline
+            self._escape = False
+            if buffer[0] != _NL_BYTE:
+                at = 1
+        while at < nbytes:
+            if not depth:
+                found = _OUTSIDE.search(buffer, at, nbytes)
+                if found is None:
+                    break  # only whitespace between objects: skipped
+                at = found.start()
+                byte = buffer[at]
+                if byte == _LBRACE:
+                    depth = 1
+                    start = at
+                    at += 1
+                    continue
+                # A newline, or a byte no object starts with: lines from here on.
+                return self._to_lines(frames, buffer, at + (byte == _NL_BYTE), nbytes)
+            if string:
+                found = _IN_STRING.search(buffer, at, nbytes)
+                if found is None:
+                    break
+                at = found.start()
+                byte = buffer[at]
+                if byte == _QUOTE:
+                    string = False
+                    at += 1
+                    continue
+                if byte == _BACKSLASH:
+                    if at + 1 == nbytes:
+                        self._escape = True
+                        break
+                    # Skip the escaped byte, unless it is a newline (found next).
+                    at += 1 if buffer[at + 1] == _NL_BYTE else 2
+                    continue
+            else:
+                found = _IN_OBJECT.search(buffer, at, nbytes)
+                if found is None:
+                    break
+                at = found.start()
+                byte = buffer[at]
+                if byte == _QUOTE:
+                    string = True
+                    at += 1
+                    continue
+                if byte in (_LBRACE, _LBRACKET):
+                    depth += 1
+                    at += 1
+                    continue
+                if byte != _NL_BYTE:  # a closing brace or bracket
+                    depth -= 1
+                    at += 1
+                    if not depth:
+                        frames.append(self._take(buffer, start, at, frames))
+                    continue
+            # A newline inside an object: the object so far is a frame, then lines.
+            frames.append(self._take(buffer, start, at, frames))
+            return self._to_lines(frames, buffer, at + 1, nbytes)
+        self._depth = depth
+        self._string = string
+        if depth:
+            size = self._held + nbytes - start
+            if size > self._limit:
+                self._fail(size, frames)
+            self._hold(memoryview(buffer)[start:nbytes])
+        return frames
+
+    def _take(self, buffer: bytes | bytearray, start: int, end: int, frames: list[bytes]) -> bytes:
+        """The frame of what is held and ``buffer[start:end]``; ``frames`` are those before it."""
+        held = self._held
+        size = held + end - start
+        if size > self._limit:
+            self._fail(size, frames)
+        if not held:
+            return memoryview(buffer)[start:end].tobytes()
+        frame = b"".join((memoryview(self._buffer)[:held], memoryview(buffer)[start:end]))
+        self._held = 0
+        if len(self._buffer) > _KEEP_CAPACITY:
+            self._buffer = bytearray()
+        return frame
+
+    def _to_lines(
+        self, frames: list[bytes], buffer: bytes | bytearray, at: int, nbytes: int
+    ) -> list[bytes]:
+        """End the object phase; ``buffer[at:nbytes]`` is the start of the lines."""
+        self._slow = False
+        self._depth = 0
+        self._string = False
+        if at == nbytes:
+            return frames
+        rest = memoryview(buffer)[at:nbytes].tobytes()
+        try:
+            return frames + self.feed_from(rest, len(rest))
+        except FramingError as exc:
+            exc.frames = frames + exc.frames
+            raise
 
     def _hold(self, data: memoryview) -> None:
         """Append ``data`` to the partial frame; the caller checked the limit."""
@@ -227,7 +364,7 @@ class FrameDecoder:
         self._held = end
 
     def _end(self) -> list[bytes]:
-        self._done = True
+        self._done = self._slow = True
         if self._held:
             size = self._held
             self._drop()
@@ -235,7 +372,7 @@ class FrameDecoder:
         return []
 
     def _fail(self, size: int, frames: list[bytes]) -> NoReturn:
-        self._done = True
+        self._done = self._slow = True
         self._drop()
         raise FrameTooLarge(size, self._limit, frames)
 

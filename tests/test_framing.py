@@ -1,5 +1,7 @@
-"""The newline frame decoder (distro_core.framing): pure code, tested as h11 tests its parser:
-on the whole buffer, byte by byte, split at arbitrary points, and with trailing data."""
+"""The frame decoder (distro_core.framing): pure code, tested as h11 tests its parser: on the
+whole buffer, byte by byte, split at arbitrary points, and with trailing data; and against
+:func:`reference`, a byte-at-a-time model of the specification (JSON objects until the first
+newline, then lines)."""
 
 from __future__ import annotations
 
@@ -20,6 +22,58 @@ from distro_core.framing import (
 )
 
 frame_bodies = st.binary(max_size=64).map(lambda b: b.replace(b"\n", b""))
+
+FIRST = b'{"id":"c0ffee","headers":{"uri":"/first"},"payload":null}'
+"""A newline-delimited peer's first frame, a message: the object phase ends after it, and
+arbitrary lines follow (a stream starting with arbitrary bytes is checked against the model)."""
+
+
+def lines_after_first(frames: list[bytes]) -> bytes:
+    return b"".join(encode_frame(f) for f in [FIRST, *frames])
+
+
+def reference(stream: bytes, limit: int) -> tuple[list[bytes], str, int]:
+    """What the whole stream decodes to, byte by byte: the frames, then ``"ok"``,
+    ``"truncated"`` (with the bytes held at the end) or ``"too large"`` (with the size of the
+    first frame over the limit; the frames are those before it)."""
+    frames: list[bytes] = []
+    depth, string, escape, start = 0, False, False, 0
+    lines_from: int | None = None
+    for at, byte in enumerate(stream):
+        if not depth:  # outside an object
+            if byte in b" \t\r":
+                continue
+            if byte == ord("{"):
+                depth, start = 1, at
+                continue
+            lines_from = at + 1 if byte == ord("\n") else at
+            break
+        if byte == ord("\n"):  # a newline always ends a frame
+            frames.append(stream[start:at])
+            lines_from = at + 1
+            break
+        if escape:
+            escape = False
+        elif string:
+            escape = byte == ord("\\")
+            string = byte != ord('"')
+        elif byte == ord('"'):
+            string = True
+        elif byte in b"{[":
+            depth += 1
+        elif byte in b"}]":
+            depth -= 1
+            if not depth:
+                frames.append(stream[start : at + 1])
+    if lines_from is None:
+        tail = stream[start:] if depth else b""
+    else:
+        *lines, tail = stream[lines_from:].split(b"\n")
+        frames += lines
+    for index, frame in enumerate([*frames, tail]):
+        if len(frame) > limit:
+            return frames[:index], "too large", len(frame)
+    return frames, ("truncated" if tail else "ok"), len(tail)
 
 
 def feed_all(decoder: FrameDecoder, chunks: list[bytes]) -> list[bytes]:
@@ -43,19 +97,19 @@ def split_at(data: bytes, cuts: list[int]) -> list[bytes]:
 def test_frames_split_at_arbitrary_points_decode_to_the_originals(
     frames: list[bytes], cuts: list[int]
 ) -> None:
-    stream = b"".join(encode_frame(f) for f in frames)
+    stream = lines_after_first(frames)
     decoder = FrameDecoder()
-    assert feed_all(decoder, split_at(stream, cuts)) == frames
+    assert feed_all(decoder, split_at(stream, cuts)) == [FIRST, *frames]
     assert decoder.buffered == 0
     assert decoder.feed(b"") == []
 
 
 @given(st.lists(frame_bodies, max_size=12))
 def test_frames_fed_byte_by_byte_decode_to_the_originals(frames: list[bytes]) -> None:
-    stream = b"".join(encode_frame(f) for f in frames)
+    stream = lines_after_first(frames)
     decoder = FrameDecoder()
     got = feed_all(decoder, [stream[i : i + 1] for i in range(len(stream))])
-    assert got == frames
+    assert got == [FIRST, *frames]
     assert decoder.feed(b"") == []
 
 
@@ -65,7 +119,13 @@ def test_many_frames_in_one_chunk_come_out_in_order() -> None:
 
 
 def test_blank_lines_are_empty_frames() -> None:
-    assert FrameDecoder().feed(b"\n\na\n") == [b"", b"", b"a"]
+    assert FrameDecoder().feed(FIRST + b"\n\n\na\n") == [FIRST, b"", b"", b"a"]
+
+
+def test_before_the_first_newline_whitespace_between_objects_is_skipped() -> None:
+    # The newline after an object only ends the object phase; so does a first blank line.
+    assert FrameDecoder().feed(b' {"a":1} \t\r\n\nb\n') == [b'{"a":1}', b"", b"b"]
+    assert FrameDecoder().feed(b"\n\na\n") == [b"", b"a"]
 
 
 def test_a_partial_frame_waits_for_its_newline() -> None:
@@ -114,10 +174,10 @@ def feed_through_buffer(decoder: FrameDecoder, chunks: list[bytes], size: int = 
 def test_a_reused_read_buffer_gives_copies_of_the_frames(
     frames: list[bytes], cuts: list[int], size: int
 ) -> None:
-    stream = b"".join(encode_frame(f) for f in frames)
+    stream = lines_after_first(frames)
     decoder = FrameDecoder()
     got = feed_through_buffer(decoder, split_at(stream, cuts), size)
-    assert got == frames  # intact although the buffer was overwritten after each read
+    assert got == [FIRST, *frames]  # intact although the buffer was overwritten after each read
     assert all(type(frame) is bytes for frame in got)
     assert decoder.feed_from(bytearray(8), 0) == []  # nbytes 0 is the end of the stream
 
@@ -131,28 +191,98 @@ def test_a_reused_read_buffer_gives_copies_of_the_frames(
 def test_a_reused_read_buffer_decodes_exactly_what_the_stream_holds(
     chunks: list[bytes], limit: int, size: int
 ) -> None:
-    """The whole specification against a model: the stream's complete lines in order, up to
-    the first line over the limit (FrameTooLarge), then a partial last line (TruncatedFrame)."""
-    stream = b"".join(chunks)
-    *lines, tail = stream.split(b"\n")
-    too_long = next((i for i, line in enumerate([*lines, tail]) if len(line) > limit), None)
+    """The whole specification against the model (:func:`reference`): the frames in order, up
+    to the first one over the limit (FrameTooLarge), then a partial last one (TruncatedFrame)."""
+    check_against_reference(chunks, limit, size)
+
+
+def check_against_reference(chunks: list[bytes], limit: int, size: int) -> None:
+    frames, outcome, expected_size = reference(b"".join(chunks), limit)
     decoder = FrameDecoder(max_frame_size=limit)
     got: list[bytes] = []
     try:
         got = feed_through_buffer(decoder, chunks, size)
         decoder.feed_from(bytearray(1), 0)
     except FrameTooLarge as exc:
-        assert too_long is not None
-        assert limit < exc.size <= len([*lines, tail][too_long])
-        assert exc.frames == lines[:too_long]
+        assert outcome == "too large"
+        assert limit < exc.size <= expected_size
+        assert exc.frames == frames
     except TruncatedFrame as exc:
-        assert too_long is None
-        assert (got, exc.size) == (lines, len(tail))
+        assert outcome == "truncated"
+        assert (got, exc.size) == (frames, expected_size)
     else:
-        assert too_long is None
-        assert not tail
-        assert got == lines
+        assert outcome == "ok"
+        assert got == frames
     assert decoder.buffered == 0  # an error or the end lets go of what was held
+
+
+# Bytes that matter to the object phase, so that random streams go through all its states; a
+# newline (which ends the phase) or a byte that cannot start an object comes less often.
+_SCANNED = st.lists(
+    st.sampled_from(
+        [
+            b"{",
+            b"}",
+            b"[",
+            b"]",
+            b'"',
+            b"\\",
+            b" ",
+            b'"x"',
+            b"{",
+            b'"',
+            b"\\",
+            b"\\\\",
+            b"\n",
+            b"\r",
+            b"a",
+        ]
+    ),
+    max_size=60,
+).map(b"".join)
+
+
+@settings(max_examples=1000)
+@given(
+    st.sampled_from([b"", b"{", b'{"', b' {"a":[']),
+    st.lists(_SCANNED, max_size=8),
+    st.integers(min_value=1, max_value=40),
+    st.integers(min_value=1, max_value=30),
+)
+def test_streams_of_brackets_quotes_and_escapes_decode_as_the_model_says(
+    start: bytes, chunks: list[bytes], limit: int, size: int
+) -> None:
+    check_against_reference([start, *chunks], limit, size)
+
+
+TRICKY = [
+    b'{"a":"\\"}{\\\\"}{"b":"\\\\"}\n{"c":1}{"d":2}\n',
+    b'{"a":"\\\n"}',
+    b' {"a":[{"b":"]}"}]}\r\n{"c":"\\u00e9"}\n\n',
+    b'{"a":1} x{"b":2}\n{"c"',
+]
+
+
+@pytest.mark.parametrize("stream", TRICKY)
+def test_every_cut_in_two_or_three_decodes_as_the_model_says(stream: bytes) -> None:
+    for first, second in itertools.combinations_with_replacement(range(len(stream) + 1), 2):
+        chunks = [stream[:first], stream[first:second], stream[second:]]
+        for limit in (8, 1000):
+            check_against_reference(chunks, limit, 1000)
+
+
+def test_the_model_is_the_specification() -> None:
+    """A few streams by hand, so that the model itself is checked."""
+    assert reference(b'{"a":"}"}{"b":[{}]}', 100) == ([b'{"a":"}"}', b'{"b":[{}]}'], "ok", 0)
+    assert reference(b'{"a":"\\"}"}\n', 100) == ([b'{"a":"\\"}"}'], "ok", 0)
+    assert reference(b'{"a":\n{"b":1}{"c":2}\n', 100) == (
+        [b'{"a":', b'{"b":1}{"c":2}'],
+        "ok",
+        0,
+    )
+    assert reference(b'x{"a":1}\n{"b"', 100) == ([b'x{"a":1}'], "truncated", 4)
+    assert reference(b'{"a":1} {"b":', 100) == ([b'{"a":1}'], "truncated", 5)
+    assert reference(b'{"a":1}{"bb":2}', 7) == ([b'{"a":1}'], "too large", 8)
 
 
 @settings(max_examples=300)
@@ -235,8 +365,8 @@ def test_trailing_partial_data_is_reported_at_end_of_stream(
 ) -> None:
     tail = tail.replace(b"\n", b"") or b"x"
     decoder = FrameDecoder()
-    stream = b"".join(encode_frame(f) for f in frames) + tail
-    assert decoder.feed(stream) == frames
+    stream = lines_after_first(frames) + tail
+    assert decoder.feed(stream) == [FIRST, *frames]
     with pytest.raises(TruncatedFrame) as info:
         decoder.feed(b"")
     assert info.value.size == len(tail)
@@ -326,20 +456,24 @@ def test_arbitrary_bytes_raise_only_framing_errors_and_lose_nothing(
 ) -> None:
     decoder = FrameDecoder(max_frame_size=limit)
     stream = b"".join(chunks)
+    frames, outcome, _ = reference(stream, limit)
     got: list[bytes] = []
     try:
-        got = feed_all(decoder, chunks)
+        for chunk in chunks:
+            if chunk:
+                got += decoder.feed(chunk)
         decoder.feed(b"")
     except FrameTooLarge as exc:
         got.extend(exc.frames)
         assert exc.size > limit
-        assert any(len(line) > limit for line in stream.split(b"\n"))
+        assert outcome == "too large"
     except TruncatedFrame as exc:
         assert stream[len(stream) - exc.size :].count(b"\n") == 0
+        assert outcome == "truncated"
     else:
-        assert stream.endswith(b"\n") or not stream
-    # Whatever came out is the stream's leading whole lines, each within the limit.
-    assert got == stream.split(b"\n")[: len(got)]
+        assert outcome == "ok"
+    # Whatever came out is the model's frames, each within the limit.
+    assert got == frames
     assert all(len(frame) <= limit for frame in got)
     assert decoder.buffered <= limit
 
