@@ -212,7 +212,12 @@ class JetStreamConnection(NatsConnection):
                 await link.written(self.config.connect_timeout)
             await stored
         finally:
-            self._storing.pop(number, None)
+            if stored.done():
+                self._storing.pop(number, None)
+            else:
+                # The caller's timeout: kept until its PubAck comes, so that a late refusal is
+                # logged rather than raised by the next send.
+                stored.cancel()
 
     def _command(self, data: bytes, message: distro.Message) -> tuple[int, bytes, int]:
         """The HPUB of a send (its number, the command, the size NATS counts)."""
@@ -351,9 +356,17 @@ class JetStreamConnection(NatsConnection):
         self, stored: asyncio.Future[None], number: int, data: bytes, headers: bytes | None
     ) -> None:
         """A confirmed send's PubAck: it returns, or raises JetStream's refusal."""
-        if stored.done():
+        refused = headers is not None or _ERROR in data[:16]
+        if stored.done():  # its caller timed out
+            if refused:
+                log.warning(
+                    "jetstream transport: JetStream did not store send #%d (its confirmed send "
+                    "had timed out): %s",
+                    number,
+                    _describe(data, headers),
+                )
             return
-        if headers is not None or _ERROR in data[:16]:
+        if refused:
             self.refused += 1
             why = _describe(data, headers)
             stored.set_exception(
