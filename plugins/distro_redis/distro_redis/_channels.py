@@ -11,6 +11,10 @@ Naming (the JavaScript distro-redis plug-in's, under an optional ``prefix``):
   (:attr:`distro_core.transport.RouteInfo.segments`);
 * a server with catch-all handlers pattern-subscribes to ``<prefix>*.<VERB>`` for each verb
   instead, so it sees every message once and clients publish each message once;
+* with the client option ``publish_receive``, a message is also published on
+  ``<prefix>RECEIVE``, the channel the JavaScript original publishes every message on and its
+  servers' ``receive()`` handlers subscribe to; it ends in no verb, so no distro server
+  subscribes to it and a message published on both is handled once;
 * control channels end in no verb, so no message pattern ever matches them:
   ``<prefix>distro.reply.<hex>`` (a client's replies), ``<prefix>distro.ack.<n>`` (RECEIVED
   for the server whose address port is ``n``).
@@ -37,6 +41,7 @@ from distro_core.transport import RouteInfo
 
 __all__ = [
     "ACK_MARK",
+    "RECEIVE",
     "REPLY_MARK",
     "Subscriptions",
     "ack_channel",
@@ -45,12 +50,16 @@ __all__ = [
     "glob_regex",
     "message_channel",
     "plan",
+    "receive_channel",
     "reply_channel",
     "route_subscription",
 ]
 
 REPLY_MARK = "distro.reply."
 ACK_MARK = "distro.ack."
+RECEIVE = "RECEIVE"
+"""The JavaScript original's catch-all channel: its clients publish every message there too,
+and its servers' ``receive()`` handlers subscribe to it."""
 
 _GLOB_SPECIAL = re.compile(r"([\\*?\[\]])")
 
@@ -63,6 +72,12 @@ def glob_escape(text: str) -> str:
 def message_channel(prefix: str, uri: str, verb: str | None) -> bytes:
     """The channel a message with this uri and verb is published on."""
     return f"{prefix}{uri.lower().upper()}.{verb or 'GET'}".encode()
+
+
+def receive_channel(prefix: str) -> bytes:
+    """The channel the JavaScript original's ``receive()`` handlers listen on (``RECEIVE``,
+    under the prefix)."""
+    return f"{prefix}{RECEIVE}".encode()
 
 
 def reply_channel(prefix: str, token: str) -> str:

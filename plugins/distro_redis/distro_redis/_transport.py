@@ -32,7 +32,14 @@ from redis.asyncio.connection import AbstractConnection
 import distro_core as distro
 from distro_core import transport as kit
 
-from ._channels import REPLY_MARK, ack_channel, message_channel, plan, reply_channel
+from ._channels import (
+    REPLY_MARK,
+    ack_channel,
+    message_channel,
+    plan,
+    receive_channel,
+    reply_channel,
+)
 from ._config import MAX_BULK, RedisConfig, read_options
 from ._link import REDIS_ERRORS, Publisher, Subscriber, connect, log
 from ._resp import publish_head
@@ -318,8 +325,17 @@ class RedisConnection(kit.Connection):
         config: RedisConfig,
         receiver: kit.ClientReceiver,
         target: tuple[str, int] | None = None,
+        *,
+        publish_receive: bool = False,
     ) -> None:
         self.config = config
+        # The JavaScript original's RECEIVE channel, for messages (not RECEIVED): see _also.
+        self._receive = (
+            publish_head(receive_channel(config.prefix))
+            if publish_receive and target is None
+            else None
+        )
+        self._receive_unheard = 0
         self._receiver = receiver
         self._pub: Publisher | None = None
         self._sub: Subscriber | None = None
@@ -405,7 +421,14 @@ class RedisConnection(kit.Connection):
         pub = self._pub
         if pub is None or pub.closed or (self._replies and (self._sub is None or self._sub.closed)):
             pub = await self._reconnect()
-        self._publish(pub, data, message)
+        if self._receive is None:
+            self._publish(pub, data, message)
+        else:
+            self._publish(pub, data, message)
+            tally = _Heard(self, pub, message)
+            pub.watch(tally.answer)
+            pub.publish(self._receive, data)
+            pub.watch(tally.answer)
         if pub.batcher.congested:
             await pub.drain(self.config.connect_timeout)
 
@@ -418,6 +441,11 @@ class RedisConnection(kit.Connection):
             # Redis answers a PUBLISH with how many subscribers got it: with none, no reply
             # can come, so the request fails now instead of at its time-out.
             pub.watch(functools.partial(self._heard, message.id))
+        if self._receive is not None:
+            # JavaScript receive() handlers see requests too, but cannot answer them: whether
+            # a request can be answered depends on its own channel only.
+            pub.publish(self._receive, data)
+            pub.watch(_ignore)
         if pub.batcher.congested:
             await pub.drain(self.config.connect_timeout)
 
@@ -446,7 +474,8 @@ class RedisConnection(kit.Connection):
         """One-way sends (and RECEIVED) that Redis said no subscriber received: lost, since
         pub/sub keeps nothing. Each is also reported to the client (``receiver.unheard``),
         which counts it in ``client.stats.unheard`` and logs it, rate-limited."""
-        return self._unheard_before + (self._pub.unheard if self._pub is not None else 0)
+        published = self._pub.unheard if self._pub is not None else 0
+        return self._unheard_before + published + self._receive_unheard
 
     def _unheard(self, channel: bytes, count: int) -> None:
         detail = (
@@ -498,9 +527,42 @@ class RedisConnection(kit.Connection):
             await sub.aclose()
 
 
+def _ignore(answer: int | str) -> None:
+    """Redis's answer to a PUBLISH on ``RECEIVE`` beside a request's: nothing to do."""
+
+
+class _Heard:
+    """Redis's two answers for a one-way message published on its channel and on ``RECEIVE``:
+    it was heard if either reached a subscriber (a JavaScript ``receive()`` handler counts)."""
+
+    __slots__ = ("_answers", "_channel", "_connection", "_pub")
+
+    def __init__(
+        self, connection: RedisConnection, pub: Publisher, message: distro.Message
+    ) -> None:
+        self._connection = connection
+        self._pub = pub
+        headers = message.headers
+        self._channel = message_channel(
+            connection.config.prefix, headers["uri"], headers.get("verb")
+        )
+        self._answers: list[int | str] = []
+
+    def answer(self, answer: int | str) -> None:
+        """Take one of the two answers; report the message unheard when both reached none."""
+        if isinstance(answer, str):  # refused: the next send reports it, as for any one-way
+            self._pub.error = answer
+        self._answers.append(answer)
+        if len(self._answers) == 2 and self._answers == [0, 0]:
+            self._connection._receive_unheard += 1
+            self._connection._unheard(self._channel, 1)
+
+
 class RedisTransport(kit.Transport):
     """Redis pub/sub. Options: ``address`` or ``url`` (the Redis, and ``#prefix``),
-    ``prefix``, ``port`` (a server's number on the bus), ``connect_timeout``; see the README."""
+    ``prefix``, ``port`` (a server's number on the bus), ``connect_timeout``, and for clients
+    ``publish_receive`` (also publish every message on ``<prefix>RECEIVE``, for the JavaScript
+    original's ``receive()`` handlers); see the README."""
 
     name = "redis"
     capabilities = kit.Capabilities(
@@ -514,8 +576,16 @@ class RedisTransport(kit.Transport):
     )
     api_version = 2
 
-    def __init__(self, config: RedisConfig, *, options: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        config: RedisConfig,
+        *,
+        options: Mapping[str, Any] | None = None,
+        publish_receive: bool = False,
+    ) -> None:
         self.config = config
+        self.publish_receive = publish_receive
+        """A client also publishes every message on ``<prefix>RECEIVE`` (servers ignore it)."""
         if options is not None:
             self.options = options
 
@@ -528,7 +598,8 @@ class RedisTransport(kit.Transport):
         """
         opts = kit.Options(cls.name, options)
         config = read_options(opts)
-        return cls(config, options=opts.finish())
+        publish_receive = opts.flag("publish_receive", False)
+        return cls(config, options=opts.finish(), publish_receive=publish_receive)
 
     async def listen(self, receiver: kit.Receiver) -> kit.Listener:
         listener = RedisListener(self.config, receiver)
@@ -543,7 +614,9 @@ class RedisTransport(kit.Transport):
                 f"redis transport: RECEIVED target {target[0]}:{target[1]} is not on this "
                 f"bus ({self.config.bus}); a redis server only acknowledges within its bus"
             )
-        connection = RedisConnection(self.config, receiver, target)
+        connection = RedisConnection(
+            self.config, receiver, target, publish_receive=self.publish_receive
+        )
         await connection.open()
         return connection
 
