@@ -6,10 +6,13 @@ newline, then lines)."""
 from __future__ import annotations
 
 import itertools
+import json
+import time
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from strategies import messages
 
 import distro_core as distro
 from distro_core.framing import (
@@ -504,3 +507,64 @@ def test_encoded_messages_never_hold_a_raw_newline(text: str, n: int, x: float) 
     frame = encode_frame(msg.to_bytes())
     assert frame.count(b"\n") == 1
     assert distro.parse(FrameDecoder().feed(frame)[0]) == msg
+
+
+# -- the JavaScript original's stream: objects without a newline -----------------------------
+
+
+def js_stringify(msg: distro.Message) -> bytes:
+    """What the original's client writes for a message: ``JSON.stringify({id, headers,
+    payload})``, compact, with nothing after it."""
+    fields = {"id": msg.id, "headers": dict(msg.headers), "payload": msg.payload}
+    return json.dumps(fields, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+@settings(max_examples=200)
+@given(
+    st.lists(messages(), min_size=1, max_size=4),
+    st.lists(st.sampled_from([b"", b" ", b"\r", b"\t "]), min_size=4, max_size=4),
+    st.lists(st.integers(min_value=0), max_size=30),
+    st.integers(min_value=1, max_value=100),
+)
+def test_messages_as_the_original_writes_them_decode_however_the_stream_is_cut(
+    msgs: list[distro.Message], gaps: list[bytes], cuts: list[int], size: int
+) -> None:
+    stream = b"".join(gap + js_stringify(msg) for gap, msg in zip(gaps, msgs, strict=False))
+    decoder = FrameDecoder()
+    frames = feed_through_buffer(decoder, split_at(stream, cuts), size)
+    assert [distro.parse(frame) for frame in frames] == msgs
+    assert decoder.buffered == 0
+    assert decoder.feed(b"") == []  # nothing held: the connection may end, or stay open
+
+
+def test_a_one_mebibyte_message_one_byte_per_read_costs_linear_time() -> None:
+    """Each byte is examined once, not the whole held buffer on every read: a quadratic
+    decoder would take 16 times as long for 4 times the bytes (and hours for 1 MiB)."""
+
+    def message(size: int) -> bytes:
+        head = b'{"id":"big","headers":{"uri":"/a"},"payload":"'
+        room = size - len(head) - 2
+        body = b'\\"{[}]\\\\ x' * (room // 10)  # every kind of byte the scanner stops at
+        return head + body + b"x" * (room - len(body)) + b'"}'
+
+    def one_byte_per_read(data: bytes) -> float:
+        decoder = FrameDecoder()
+        buffer = bytearray(1)
+        frames: list[bytes] = []
+        started = time.perf_counter()
+        for byte in data:
+            buffer[0] = byte
+            frames += decoder.feed_from(buffer, 1)
+            assert decoder.buffered <= DEFAULT_MAX_FRAME_SIZE
+        took = time.perf_counter() - started
+        assert frames == [data]
+        assert json.loads(data)["id"] == "big"
+        return took
+
+    big = message(DEFAULT_MAX_FRAME_SIZE)
+    assert len(big) == DEFAULT_MAX_FRAME_SIZE
+    small = message(DEFAULT_MAX_FRAME_SIZE // 4)
+    quarter = min(one_byte_per_read(small) for _ in range(2))
+    whole = one_byte_per_read(big)
+    assert whole < 8 * quarter, (whole, quarter)
+    assert whole < 60.0
