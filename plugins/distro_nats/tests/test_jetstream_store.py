@@ -49,6 +49,20 @@ async def stored_payloads(url: str, prefix: str) -> list[Any]:
         await nc.close()
 
 
+def freeze(pid: int) -> None:
+    """SIGSTOP ``pid`` and wait (bounded) until every thread of it has stopped: the signal
+    takes effect thread by thread, and a running one may still answer meanwhile."""
+    os.kill(pid, signal.SIGSTOP)
+    deadline = time.monotonic() + 5
+    tasks = Path(f"/proc/{pid}/task")
+    while time.monotonic() < deadline:
+        states = [(t / "stat").read_text().rsplit(")", 1)[1].split()[0] for t in tasks.iterdir()]
+        if all(state in "tT" for state in states):
+            return
+        time.sleep(0.005)
+    raise AssertionError(f"nats-server {pid} did not stop within 5 s")
+
+
 @pytest.fixture
 def own_js(tmp_path: Path) -> Iterator[JetStreamProcess]:
     """A nats-server -js of this test's own, storing under tmp_path."""
@@ -188,7 +202,7 @@ async def test_no_publish_acknowledgement_within_the_timeout_is_request_timeout(
     timeout; once the server goes on, the frame already written is stored anyway."""
     options = {"url": own_js.url, "prefix": "frozen"}
     async with distro.create("jetstream").client(options) as client:
-        os.kill(own_js.pid, signal.SIGSTOP)
+        freeze(own_js.pid)
         try:
             started = time.monotonic()
             with pytest.raises(distro.RequestTimeout):
@@ -212,7 +226,7 @@ async def test_a_confirmed_send_rides_out_a_nats_restart_and_is_stored_once(
     and the stream holds each message once (Nats-Msg-Id within duplicate_window)."""
     options = {"url": own_js.url, "prefix": "restart", "connect_timeout": 5}
     async with distro.create("jetstream").client(options) as client:
-        os.kill(own_js.pid, signal.SIGSTOP)  # the PubAcks of what follows do not come
+        freeze(own_js.pid)  # the PubAcks of what follows do not come
         sending = [
             asyncio.ensure_future(client.send(job(n), confirm=True, timeout=15)) for n in range(20)
         ]
