@@ -160,6 +160,10 @@ class Client:
         already handled by its id and confirms it again without handling it twice (within its
         window of recent ids: see :class:`~distro_core.Server`).
 
+        Over a durable transport that confirms storing (redis-streams, jetstream: see
+        :attr:`confirms`), it returns once the broker stored the message instead, whether or
+        not a server runs; a refusal by the broker raises ``TransportError``.
+
         :param confirm: wait for the server's confirmation.
         :param timeout: with ``confirm``, seconds to wait for it (a positive, finite number).
         :raises MessageTooLarge: it does not fit in one frame of this transport.
@@ -199,6 +203,13 @@ class Client:
         assert self._members is not None
         await self._members.send(data, msg)
         self.stats.sent += 1
+
+    @property
+    def confirms(self) -> str:
+        """What ``send(msg, confirm=True)`` waits for once the client is open: ``"stored"``
+        (a durable transport whose broker acknowledges storing the message) or ``"handled"``
+        (a server's handlers finished without raising)."""
+        return "stored" if self._stores else "handled"
 
     async def request(self, msg: Message, timeout: float = 5.0) -> Message:
         """Send ``msg`` as a request and wait for the reply.

@@ -246,3 +246,9 @@ async def test_a_confirmation_for_an_id_never_sent_is_ignored_and_counted() -> N
             assert client.stats.invalid == 1
     finally:
         sock.close()
+
+
+async def test_what_a_confirmation_means_is_public() -> None:
+    factory = distro.create("memory")
+    async with factory.server(port=0) as server, factory.client(port=server.address[1]) as c:
+        assert c.confirms == "handled"

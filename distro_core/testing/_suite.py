@@ -86,7 +86,7 @@ class TransportSuite:
         """Whether ``client``'s confirmed sends mean "the broker stored it" (a durable transport
         whose connection implements :meth:`~distro_core.transport.Connection.store`) rather
         than "a server's handlers finished"; the confirmed-send tests check whichever holds."""
-        return client._stores
+        return client.confirms == "stored"
 
     def room(self, factory: distro.Factory) -> Any:
         """The payload of a request whose error text a test reads. Where source addresses can
