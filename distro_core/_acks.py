@@ -92,6 +92,9 @@ class Acknowledger:
         self._resolved: dict[str, frozenset[str]] = {}
         self._lookups: asyncio.Semaphore | None = None
         self._closed = False
+        self.outgoing: Callable[[bytes], bytes | None] | None = None
+        """Set by the server's middleware: every RECEIVED frame goes through it (signed);
+        None from it: not sent."""
 
     @property
     def in_flight(self) -> int:
@@ -142,11 +145,17 @@ class Acknowledger:
                 f"sender ({peer.host}); pass ack_any_address=True to allow it",
             )
         ack = _protocol.received(msg.id)
+        data = ack.to_bytes()
+        if self.outgoing is not None:
+            signed = self.outgoing(data)
+            if signed is None:
+                return "ack_failed", f"RECEIVED for {msg.id}: a middleware failed on it"
+            data = signed
         try:
             link = self._links.get(target)
             if link is None:
                 link = await self._connect(target)
-            await link.send(ack.to_bytes(), ack)
+            await link.send(data, ack)
         except DistroError as exc:
             failed = self._links.pop(target, None)
             if failed is not None:

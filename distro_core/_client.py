@@ -25,6 +25,7 @@ from ._exceptions import (
 from ._logging import Logger, RateLimitedLog
 from ._members import Member, Members
 from ._message import Message, parse
+from ._middleware import Middleware, build_chain, check_middleware
 from ._stats import ClientStats
 from ._transport import Connection, RequestFailure, Transport
 from ._waiting import Slots, Unanswerable, expire, explained, lost, wait
@@ -62,6 +63,8 @@ class Client:
         is named (``transport`` is the first). Messages go to them in turn; one that cannot be
         reached is skipped (for 0.5 s, doubled each time it is found down again, up to 5 s), and
         a message it could not take goes to the next.
+    :param middleware: :class:`~distro_core.middleware.Middleware` instances run around each
+        send and request (docs/middleware.md); the chain is built by :meth:`open`.
     """
 
     def __init__(
@@ -71,7 +74,9 @@ class Client:
         logger: Logger,
         max_pending: int = DEFAULT_MAX_PENDING,
         members: Sequence[tuple[Transport, str]] | None = None,
+        middleware: Sequence[Middleware] = (),
     ) -> None:
+        self._middleware = check_middleware(middleware)
         if type(max_pending) is not int or max_pending < 1:
             raise ValueError(f"max_pending must be a positive integer, got {max_pending!r}")
         self.transport = transport
@@ -104,11 +109,19 @@ class Client:
         if self._state is not _State.UNOPENED:
             raise StateError(f"client is {self._state.value}; a client opens only once")
         self._loop = asyncio.get_running_loop()
+        chain = build_chain(self._middleware)
+        mw = None
+        if chain is not None and chain.calls:  # else the path stays free of it
+            from ._middleware_client import install
+
+            mw = install(self, chain, self._logger)
         if self._members is None:
             conn = self._conn = await self.transport.connect(self)
             # A durable transport whose connection confirms storing: confirm=True means stored.
             durable = self.transport.capabilities.durable
             self._stores = durable and type(conn).store is not Connection.store
+            if mw is not None:
+                self._conn = mw.wrap(conn)
         else:
             await self._members.open()
         self._state = _State.OPEN

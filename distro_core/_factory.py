@@ -12,6 +12,7 @@ from ._client import Client
 from ._exceptions import PluginError
 from ._logging import Logger, check_logger
 from ._members import check_servers
+from ._middleware import check_middleware
 from ._registry import Registry, TransportInfo, check_transport, default_registry
 from ._server import Server
 from ._sync_client import SyncClient
@@ -29,8 +30,9 @@ _SERVER_OPTIONS = (
     "confirm_window_bytes",
     "confirm_window_age",
     "expose_errors",
+    "middleware",
 )
-_CLIENT_OPTIONS = ("max_pending",)
+_CLIENT_OPTIONS = ("max_pending", "middleware")
 
 
 def _merge(info: Mapping[str, Any] | None, options: dict[str, Any]) -> dict[str, Any]:
@@ -51,19 +53,30 @@ class Factory:
     :ivar transport: the :class:`Transport` subclass.
     """
 
-    def __init__(self, transport: type[Transport], logger: Logger) -> None:
+    def __init__(
+        self, transport: type[Transport], logger: Logger, registry: Registry | None = None
+    ) -> None:
         self.transport = transport
         self.name = transport.name
         self.logger = logger
+        self._registry = registry
+
+    def _middleware(self, side: str, own: dict[str, Any]) -> None:
+        """Put the plugins' middleware (``distro_middleware`` hooks) before the
+        ``middleware=`` given, in ``own``: found once per server or client made."""
+        given = check_middleware(own.get("middleware"))
+        found = (self._registry or default_registry()).middleware(side, self.name)
+        if found or given:
+            own["middleware"] = (*check_middleware(found), *given)
 
     def server(self, info: Mapping[str, Any] | None = None, /, **options: Any) -> Server:
         """Make a server (not yet started).
 
         Options are the transport's (``address``, ``port`` and so on; a mapping works as well as
         keywords) plus the server's own: ``max_concurrency``, ``max_queued``,
-        ``handler_timeout``, ``close_timeout``, ``ack_any_address`` and the window of confirmed
-        sends ``confirm_window``, ``confirm_window_bytes``, ``confirm_window_age`` (see
-        :class:`Server`).
+        ``handler_timeout``, ``close_timeout``, ``ack_any_address``, the window of confirmed
+        sends ``confirm_window``, ``confirm_window_bytes``, ``confirm_window_age``, and
+        ``middleware=[...]`` (see :class:`Server` and docs/middleware.md).
         ``group="name"`` makes the server one member of a group that shares its messages (each
         handled by one member), on transports whose capabilities say ``groups``.
 
@@ -72,6 +85,7 @@ class Factory:
         """
         merged = _merge(info, options)
         own = {key: merged.pop(key) for key in _SERVER_OPTIONS if key in merged}
+        self._middleware("server", own)
         if "group" in merged:
             self._check_group(merged["group"])
         return Server(self.transport.from_options(merged), logger=self.logger, **own)
@@ -95,11 +109,12 @@ class Factory:
     def client(self, info: Mapping[str, Any] | None = None, /, **options: Any) -> Client:
         """Make a client (not yet open) for the server the options name.
 
-        Options are the transport's plus the client's own: ``max_pending`` (see
-        :class:`Client`) and ``servers=[(host, port), ...]``: several servers (replicas of one
-        service) instead of ``address``/``port``; messages are spread over them in turn and a
-        server that is down is skipped (point-to-point transports only: on a pub/sub bus every
-        server already hears every message, and ``group=`` shares them).
+        Options are the transport's plus the client's own: ``max_pending``,
+        ``middleware=[...]`` (see :class:`Client` and docs/middleware.md) and
+        ``servers=[(host, port), ...]``: several servers (replicas of one service) instead of
+        ``address``/``port``; messages are spread over them in turn and a server that is down
+        is skipped (point-to-point transports only: on a pub/sub bus every server already
+        hears every message, and ``group=`` shares them).
 
         :raises TypeError: an option the transport does not know, or ``servers`` together with
             ``address`` or ``port``.
@@ -109,6 +124,7 @@ class Factory:
 
     def _make_client(self, merged: dict[str, Any]) -> Client:
         own = {key: merged.pop(key) for key in _CLIENT_OPTIONS if key in merged}
+        self._middleware("client", own)
         if "servers" not in merged:
             return Client(self.transport.from_options(merged), logger=self.logger, **own)
         servers = check_servers(merged.pop("servers"))
@@ -190,7 +206,7 @@ def create(
             "plugin, "
             f"not {type(transport).__name__}"
         )
-    return Factory(cls, checked_logger)
+    return Factory(cls, checked_logger, registry)
 
 
 def transports(*, registry: Registry | None = None) -> Mapping[str, TransportInfo]:

@@ -97,6 +97,7 @@ class Registry:
         self._distributions: dict[str, str] = {}
         self._use_entry_points = entry_points
         self._entry_points_loaded = False
+        self._middleware_loaded = False
         self._table: dict[str, list[TransportInfo]] | None = None
         # Not ``from . import transports``: that finds the package's transports() function.
         bundled = importlib.import_module("._transports", __package__)
@@ -142,6 +143,50 @@ class Registry:
                     f"be loaded and is skipped: {type(exc).__name__}: {exc}",
                     PluginWarning,
                     stacklevel=3,
+                )
+
+    def middleware(self, side: str, transport: str) -> list[Any]:
+        """The middleware plugins add to a new ``side`` (``"server"``, ``"client"``) of
+        ``transport``: every ``distro_middleware`` hook's, loading the
+        ``distro.middleware`` entry points the first time. A plugin that fails is skipped
+        with a :class:`PluginWarning` naming it.
+        """
+        if self._use_entry_points and not self._middleware_loaded:
+            self._middleware_loaded = True
+            self._load_group(hookspecs.MIDDLEWARE_ENTRY_POINT_GROUP, "middleware")
+        found: list[Any] = []
+        for plugin_name, plugin in self._pm.list_name_plugin():
+            impl = getattr(plugin, "distro_middleware", None)
+            if impl is None:
+                continue
+            caller = self._pm.subset_hook_caller(
+                "distro_middleware", [p for _, p in self._pm.list_name_plugin() if p is not plugin]
+            )
+            try:
+                for result in caller(side=side, transport=transport):
+                    found.extend(result or ())
+            except Exception as exc:
+                warnings.warn(
+                    f"distro: middleware plugin {plugin_name!r} failed and is skipped: {exc!r}",
+                    PluginWarning,
+                    stacklevel=3,
+                )
+        return found
+
+    def _load_group(self, group: str, what: str) -> None:
+        for ep in importlib.metadata.entry_points(group=group):
+            dist = ep.dist.name if ep.dist is not None else ep.value
+            if self._pm.get_plugin(ep.name) is not None or self._pm.is_blocked(ep.name):
+                continue
+            try:
+                plugin = ep.load()
+                self.register(plugin, name=ep.name, distribution=dist)
+            except Exception as exc:
+                warnings.warn(
+                    f"distro: {what} plugin {ep.name!r} from distribution {dist!r} could not "
+                    f"be loaded and is skipped: {type(exc).__name__}: {exc}",
+                    PluginWarning,
+                    stacklevel=4,
                 )
 
     def _collect(self) -> dict[str, list[TransportInfo]]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import functools
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from typing import Any
 
 from . import _protocol
@@ -26,6 +26,7 @@ from ._handlers import Handler, HandlerTable, check_timeout
 from ._lifecycle import Lifecycle
 from ._logging import Logger
 from ._message import Message, new_message, parse_parts
+from ._middleware import Middleware, build_chain, check_middleware
 from ._replies import Replies, settle_unfinished
 from ._routing import Route
 from ._scheduler import EXPIRED, STARTED, Scheduler, bounded
@@ -83,6 +84,8 @@ class Server(HandlerTable, Lifecycle):
     :param expose_errors: tell callers what an unexpected exception was (``"ValueError:
         ..."``, its type and traceback in the error's details) instead of ``"internal error
         (message <id>)"``: for development only (``_errors``).
+    :param middleware: :class:`~distro_core.middleware.Middleware` instances run around each
+        message (docs/middleware.md); the chain is built by :meth:`start`.
     """
 
     def __init__(
@@ -99,8 +102,11 @@ class Server(HandlerTable, Lifecycle):
         confirm_window_bytes: int = 8 << 20,
         confirm_window_age: float = 60.0,
         expose_errors: bool = False,
+        middleware: Sequence[Middleware] = (),
     ) -> None:
         caps = transport.capabilities
+        self._middleware = check_middleware(middleware)
+        self._logger = logger
         # Over pub/sub (fan_out) the one peer is the bus, every sender at once: no shares.
         self._sched: Scheduler[_Job] = Scheduler(max_concurrency, max_queued, one_peer=caps.fan_out)
         if not close_timeout >= 0:
@@ -174,6 +180,11 @@ class Server(HandlerTable, Lifecycle):
             raise StateError(f"server is {self._state.value}; a server starts only once")
         self._state = _State.OPEN
         self._loop = asyncio.get_running_loop()
+        chain = build_chain(self._middleware)
+        if chain is not None and chain.serves:  # else the path stays free of it
+            from ._middleware_server import install
+
+            install(self, chain, self._logger)
         try:
             self._listener = await self.transport.listen(self)
         except BaseException:

@@ -84,6 +84,8 @@ class ClientStats:
         already, or its id was never sent): ignored.
     :ivar invalid: frames sent back that were not replies: ignored, and logged.
     :ivar members_down: times a server of ``servers=`` was found down and skipped.
+    :ivar refused: frames sent back that a middleware refused (docs/middleware.md), by
+        reason (``bad_signature``, ``replayed``, ``middleware_error``...): dropped, and logged.
     """
 
     sent: int = 0
@@ -94,6 +96,7 @@ class ClientStats:
     late: int = 0
     invalid: int = 0
     members_down: int = 0
+    refused: dict[str, int] = attrs.field(factory=dict)
 
 
 class ServerLog:

@@ -26,15 +26,28 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
+    from ._middleware import Middleware
     from ._transport import Transport
 
-__all__ = ["ENTRY_POINT_GROUP", "PROJECT", "distro_register_transports", "hookimpl", "hookspec"]
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "MIDDLEWARE_ENTRY_POINT_GROUP",
+    "PROJECT",
+    "distro_middleware",
+    "distro_register_transports",
+    "hookimpl",
+    "hookspec",
+]
 
 PROJECT = "distro"
 """The pluggy project name: markers and the plugin manager use it."""
 
 ENTRY_POINT_GROUP = "distro.transports"
 """The ``importlib.metadata`` entry-point group plugins publish themselves in."""
+
+MIDDLEWARE_ENTRY_POINT_GROUP = "distro.middleware"
+"""The entry-point group of plugins that add middleware to every server or client
+(:func:`distro_middleware`); loaded when the first server or client is made."""
 
 hookspec = pluggy.HookspecMarker(PROJECT)
 """Marks a hook specification (distro's own use)."""
@@ -53,4 +66,19 @@ def distro_register_transports() -> list[type[Transport]]:  # type: ignore[empty
     both distributions.
 
     :returns: the transport classes this plugin provides.
+    """
+
+
+@hookspec
+def distro_middleware(side: str, transport: str) -> list[Middleware] | None:
+    """Add middleware to every server or client made with :func:`distro_core.create`.
+
+    Called once per server or client, when the factory makes it (never per message): return
+    fresh instances (a middleware may keep per-server state). They run before (outside) the
+    ones given with ``middleware=``. Plugins implementing it are found through the entry-point
+    group :data:`MIDDLEWARE_ENTRY_POINT_GROUP` (docs/plugins.md, "Middleware plugins").
+
+    :param side: ``"server"`` or ``"client"``.
+    :param transport: the transport's name (``"tcp"``...).
+    :returns: :class:`distro_core.middleware.Middleware` instances, or None for none.
     """

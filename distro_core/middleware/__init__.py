@@ -1,0 +1,14 @@
+"""Middleware: code that runs around a server's handling of each message and around a
+client's sends and requests (docs/middleware.md).
+
+Subclass :class:`Middleware`, override the hooks you need, and pass instances as
+``factory.server(..., middleware=[...])`` or ``factory.client(..., middleware=[...])``, or
+register them for every server and client with the ``distro_middleware`` plugin hook.
+Bundled middlewares: :class:`Signing` (HMAC-signed messages).
+"""
+
+from __future__ import annotations
+
+from .._middleware import Incoming, Middleware, Outgoing, Refuse
+
+__all__ = ["Incoming", "Middleware", "Outgoing", "Refuse"]
