@@ -73,9 +73,12 @@ class Incoming:
     :ivar error: after the handlers: the text of the first route handler failure, or None.
     :ivar exception: after the handlers: that failure's exception, or None.
     :ivar failed: after the handlers: whether any handler raised.
+    :ivar dropped: on a server, after: why the handlers did not run (the reason it was
+        counted under: ``no_route``, ``overload``, ``closing``, a :class:`Refuse`'s reason...,
+        or ``repeat`` for a confirmed send's repeat); None when they ran.
     """
 
-    __slots__ = ("error", "exception", "failed", "frame", "message", "state", "value")
+    __slots__ = ("dropped", "error", "exception", "failed", "frame", "message", "state", "value")
 
     def __init__(self, message: Message, frame: bytes) -> None:
         self.message = message
@@ -85,6 +88,7 @@ class Incoming:
         self.error: str | None = None
         self.exception: BaseException | None = None
         self.failed = False
+        self.dropped: str | None = None
 
     @property
     def headers(self) -> dict[str, Any]:
@@ -97,6 +101,15 @@ class Incoming:
         self.message = new_message(
             msg.id, {**msg.headers, name: value}, msg.payload, msg.params, None, msg.peer_identity
         )
+
+    def remove_headers(self, *names: str) -> None:
+        """Remove headers the handlers need not see (those present)."""
+        msg = self.message
+        if any(name in msg.headers for name in names):
+            headers = {k: v for k, v in msg.headers.items() if k not in names}
+            self.message = new_message(
+                msg.id, headers, msg.payload, msg.params, None, msg.peer_identity
+            )
 
 
 Kind = Literal["send", "confirm", "request"]

@@ -214,12 +214,10 @@ class ServerMiddleware:
 class _Context(Incoming):
     """:class:`Incoming` plus the server's bookkeeping."""
 
-    __slots__ = ("dropped", "over")
+    __slots__ = ("over",)
 
     def __init__(self, message: Message, frame: bytes) -> None:
         super().__init__(message, frame)
-        self.dropped: str | None = None
-        """Why the handlers did not run (a drop reason, or ``"repeat"``); None when they did."""
         self.over = False
 
 

@@ -9,6 +9,22 @@ Bundled middlewares: :class:`Signing` (HMAC-signed messages).
 
 from __future__ import annotations
 
+from .. import hookspecs
 from .._middleware import Incoming, Middleware, Outgoing, Refuse
+from ._signing import Signing
 
-__all__ = ["Incoming", "Middleware", "Outgoing", "Refuse"]
+__all__ = [
+    "MIDDLEWARE_ENTRY_POINT_GROUP",
+    "Incoming",
+    "Middleware",
+    "Outgoing",
+    "Refuse",
+    "Signing",
+    "hookimpl",
+]
+
+hookimpl = hookspecs.hookimpl
+"""Marks a plugin's ``distro_middleware`` implementation."""
+
+MIDDLEWARE_ENTRY_POINT_GROUP = hookspecs.MIDDLEWARE_ENTRY_POINT_GROUP
+"""The entry-point group middleware plugins publish themselves in (``distro.middleware``)."""
