@@ -194,7 +194,6 @@ async def test_a_client_refuses_replies() -> None:
     factory = distro.create("memory")
     server = factory.server(port=0)
     server.post("/orders", lambda msg: 1)
-    client = factory.client(port=0, middleware=[RefuseReplies()])
     async with server:
         client = factory.client(port=server.address[1], middleware=[RefuseReplies()])
         async with client as c:
