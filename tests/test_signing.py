@@ -157,7 +157,8 @@ async def test_a_client_refuses_an_unsigned_reply() -> None:
     server = factory.server(port=0)  # signs nothing
     server.post("/orders", lambda msg: "hello")
     async with server:
-        async with factory.client(port=server.address[1], middleware=[Signing(KEYS, "k1")]) as c:
+        c = factory.client(port=server.address[1], middleware=[Signing(KEYS, "k1")])
+        async with c:
             with pytest.raises(distro.RequestTimeout):
                 await c.request(distro.message(POST), timeout=0.3)
     assert c.stats.refused == {"unsigned": 1}
