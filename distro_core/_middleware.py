@@ -73,12 +73,24 @@ class Incoming:
     :ivar error: after the handlers: the text of the first route handler failure, or None.
     :ivar exception: after the handlers: that failure's exception, or None.
     :ivar failed: after the handlers: whether any handler raised.
+    :ivar route: on a server, the pattern of the route that matched (``"/customer/{id}"``),
+        or None: a label of bounded cardinality, unlike the uri.
     :ivar dropped: on a server, after: why the handlers did not run (the reason it was
         counted under: ``no_route``, ``overload``, ``closing``, a :class:`Refuse`'s reason...,
         or ``repeat`` for a confirmed send's repeat); None when they ran.
     """
 
-    __slots__ = ("dropped", "error", "exception", "failed", "frame", "message", "state", "value")
+    __slots__ = (
+        "dropped",
+        "error",
+        "exception",
+        "failed",
+        "frame",
+        "message",
+        "route",
+        "state",
+        "value",
+    )
 
     def __init__(self, message: Message, frame: bytes) -> None:
         self.message = message
@@ -89,6 +101,7 @@ class Incoming:
         self.exception: BaseException | None = None
         self.failed = False
         self.dropped: str | None = None
+        self.route: str | None = None
 
     @property
     def headers(self) -> dict[str, Any]:
@@ -165,7 +178,14 @@ class Middleware:
     ``stats.dropped["middleware_error"]``; raised in ``received`` the message is dropped (a
     request gets an error reply ``handler_error``), in ``outgoing`` the frame is not sent.
     On a client, what ``sending`` raises reaches the caller.
+
+    :cvar uses_context: set it true when ``received`` sets context variables the handlers
+        should see (a current span): the server then runs each message's dispatch in a copy of
+        the context (:func:`contextvars.copy_context`), so what ``received`` sets reaches the
+        handler, plain or async, and nothing needs to be reset afterwards.
     """
+
+    uses_context: bool = False
 
     def received(self, ctx: Incoming) -> None:
         """Server: a message arrived, before its handlers run. Raise :class:`Refuse` to drop it."""
@@ -210,6 +230,7 @@ class Chain:
         "received",
         "reply_received",
         "sending",
+        "uses_context",
     )
 
     def __init__(self, middleware: tuple[Middleware, ...]) -> None:
@@ -222,6 +243,7 @@ class Chain:
             m.reply_received for m in middleware if _overrides(m, "reply_received")
         )
         self.finished = tuple(m.finished for m in middleware if _overrides(m, "finished"))
+        self.uses_context = any(m.uses_context for m in middleware)
 
     @property
     def serves(self) -> bool:

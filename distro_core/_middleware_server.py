@@ -12,6 +12,7 @@ the message ended: ``handled`` hooks run for every message ``received`` saw, han
 
 from __future__ import annotations
 
+import contextvars
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -57,7 +58,10 @@ class ServerMiddleware:
             server._replies.closing_frame(data, _carrier(peer, None, self))
             return
         try:
-            self._dispatch(data, peer)
+            if self._chain.uses_context:
+                contextvars.copy_context().run(self._dispatch, data, peer)
+            else:
+                self._dispatch(data, peer)
         except Exception as exc:  # the server's own bug: never the transport's problem
             server._log.internal_error(exc)
             server._confirmed.abandon(data)
@@ -94,6 +98,8 @@ class ServerMiddleware:
         route, params = server._router.match(headers.get("verb"), headers["uri"])
         msg = new_message(id, headers, payload, params or {}, None, identity)
         ctx = _Context(msg, data)
+        if route is not None:
+            ctx.route = route.pattern
         carrier = _carrier(peer, ctx, self)
         for hook in self._received:
             try:

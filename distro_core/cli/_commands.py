@@ -132,6 +132,19 @@ def cli() -> None:
 @click.option(
     "--app-dir", default=".", show_default=True, help="Directory put first on the import path."
 )
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(min=1, max=65535),
+    default=None,
+    metavar="N",
+    help="Serve Prometheus metrics on this port, at /metrics (the prometheus extra).",
+)
+@click.option(
+    "--metrics-address",
+    default="127.0.0.1",
+    show_default=True,
+    help="The address --metrics-port listens on.",
+)
 @_logging_options
 def run(
     target: str,
@@ -141,6 +154,8 @@ def run(
     reload: bool,
     reload_dirs: tuple[str, ...],
     app_dir: str,
+    metrics_port: int | None,
+    metrics_address: str,
     log_level: str | None,
     log_format: str,
 ) -> None:
@@ -152,6 +167,10 @@ def run(
         opts = key_values(options, "--option")
         if reload and workers > 1:
             raise UsageProblem("--reload and --workers cannot be combined")
+        if metrics_port is not None and (reload or workers > 1):
+            raise UsageProblem(
+                "--metrics-port serves one process's metrics: not with --reload or --workers"
+            )
         if reload:
             cmd = child_command(target, transport, opts, app_dir, level, log_format)
             sys.exit(run_reloading(cmd, list(reload_dirs) or [app_dir]))
@@ -159,7 +178,8 @@ def run(
             name, shared = worker_options(target, transport, opts, app_dir)
             cmd = child_command(target, name, shared, app_dir, level, log_format)
             sys.exit(run_workers(cmd, workers))
-        serve(target, transport, opts, app_dir)
+        metrics = None if metrics_port is None else (metrics_address, metrics_port)
+        serve(target, transport, opts, app_dir, metrics)
 
 
 def _message_options(fn: _F) -> _F:

@@ -26,10 +26,18 @@ __all__ = ["child_command", "run_reloading", "run_workers", "serve", "worker_opt
 log = logging.getLogger("distro.cli")
 
 
-def serve(target: str, transport: str | None, options: dict[str, Any], app_dir: str) -> None:
+def serve(
+    target: str,
+    transport: str | None,
+    options: dict[str, Any],
+    app_dir: str,
+    metrics: tuple[str, int] | None = None,
+) -> None:
     """Load ``target`` and serve it here until SIGINT or SIGTERM, then close gracefully.
 
-    :raises UsageProblem: a bad target, or ``--transport``/``--option`` for a plain server.
+    :param metrics: ``(address, port)`` to serve Prometheus metrics on (``--metrics-port``).
+    :raises UsageProblem: a bad target, or ``--transport``/``--option`` for a plain server;
+        metrics asked for without prometheus-client, or on a port in use.
     """
     app = load(target, app_dir)
     if isinstance(app, Server):
@@ -38,10 +46,38 @@ def serve(target: str, transport: str | None, options: dict[str, Any], app_dir: 
                 f"{target} is a distro.Server, already made with its transport and options; "
                 "--transport and --option apply to a distro.Service"
             )
+        if metrics is not None:
+            _serve_metrics(app, *metrics)
         asyncio.run(app.serve_until_signalled())
         return
-    app.bind(transport, **options)
+    server = app.bind(transport, **options)
+    if metrics is not None:
+        _serve_metrics(server, *metrics)
     asyncio.run(app.serve_until_signalled())
+
+
+def _serve_metrics(server: Server, address: str, port: int) -> None:
+    """Add the Metrics middleware to ``server`` (not started yet) and serve the metrics over
+    HTTP at ``address:port`` (``/metrics``), in a thread of prometheus-client's."""
+    try:
+        import prometheus_client
+
+        from ..middleware._metrics import Metrics
+    except ImportError:
+        raise UsageProblem(
+            "--metrics-port needs prometheus-client: pip install 'distro-core[prometheus]'"
+        ) from None
+    server._middleware = (*server._middleware, Metrics(transport=server.transport.name))
+    try:
+        prometheus_client.start_http_server(port, address)
+    except OSError as exc:
+        raise UsageProblem(f"cannot serve metrics on {address}:{port}: {exc.strerror}") from None
+    log.info(
+        "distro: metrics on http://%s:%d/metrics",
+        address,
+        port,
+        extra={"event": "metrics", "address": address, "port": port},
+    )
 
 
 def worker_options(

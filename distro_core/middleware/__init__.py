@@ -4,14 +4,22 @@ client's sends and requests (docs/middleware.md).
 Subclass :class:`Middleware`, override the hooks you need, and pass instances as
 ``factory.server(..., middleware=[...])`` or ``factory.client(..., middleware=[...])``, or
 register them for every server and client with the ``distro_middleware`` plugin hook.
-Bundled middlewares: :class:`Signing` (HMAC-signed messages).
+Bundled middlewares: :class:`Signing` (HMAC-signed messages); ``Tracing`` (OpenTelemetry, the
+``otel`` extra) and ``Metrics`` (Prometheus, the ``prometheus`` extra), imported on first use so
+that this package needs neither.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .. import hookspecs
 from .._middleware import Incoming, Middleware, Outgoing, Refuse
 from ._signing import Signing
+
+if TYPE_CHECKING:
+    from ._metrics import Metrics
+    from ._tracing import Tracing
 
 __all__ = [
     "MIDDLEWARE_ENTRY_POINT_GROUP",
@@ -19,7 +27,9 @@ __all__ = [
     "Middleware",
     "Outgoing",
     "Refuse",
+    "Metrics",
     "Signing",
+    "Tracing",
     "hookimpl",
 ]
 
@@ -28,3 +38,16 @@ hookimpl = hookspecs.hookimpl
 
 MIDDLEWARE_ENTRY_POINT_GROUP = hookspecs.MIDDLEWARE_ENTRY_POINT_GROUP
 """The entry-point group middleware plugins publish themselves in (``distro.middleware``)."""
+
+
+def __getattr__(name: str) -> object:
+    # The optional extras are imported when asked for, not with this package.
+    if name == "Tracing":
+        from ._tracing import Tracing
+
+        return Tracing
+    if name == "Metrics":
+        from ._metrics import Metrics
+
+        return Metrics
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
