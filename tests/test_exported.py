@@ -17,6 +17,7 @@ import pytest
 
 import distro_core as distro
 import distro_core.cli
+import distro_core.middleware
 import distro_core.testing
 from distro_core import hookspecs
 from distro_core import transport as kit
@@ -24,8 +25,10 @@ from distro_core import transport as kit
 PACKAGE = Path(distro.__file__).parent
 
 # The public namespaces, one per audience: service authors, transport authors, transport
-# authors' tests (the conformance kit), and the console script's entry point.
-NAMESPACES = [distro, kit, distro_core.testing, distro_core.cli]
+# authors' tests (the conformance kit), the console script's entry point, and middleware.
+NAMESPACES = [distro, kit, distro_core.testing, distro_core.cli, distro_core.middleware]
+# Middleware's optional extras (Tracing: otel, Metrics: prometheus) load on first use.
+_optional = (distro_core.middleware.Tracing, distro_core.middleware.Metrics)
 _ids = [ns.__name__ for ns in NAMESPACES]
 
 

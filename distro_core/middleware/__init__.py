@@ -11,23 +11,23 @@ that this package needs neither.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import typing
 
 from .. import hookspecs
 from .._middleware import Incoming, Middleware, Outgoing, Refuse
 from ._signing import Signing
 
-if TYPE_CHECKING:
+if typing.TYPE_CHECKING:
     from ._metrics import Metrics
     from ._tracing import Tracing
 
 __all__ = [
-    "MIDDLEWARE_ENTRY_POINT_GROUP",
     "Incoming",
+    "MIDDLEWARE_ENTRY_POINT_GROUP",
+    "Metrics",
     "Middleware",
     "Outgoing",
     "Refuse",
-    "Metrics",
     "Signing",
     "Tracing",
     "hookimpl",
@@ -45,9 +45,11 @@ def __getattr__(name: str) -> object:
     if name == "Tracing":
         from ._tracing import Tracing
 
+        globals()["Tracing"] = Tracing
         return Tracing
     if name == "Metrics":
         from ._metrics import Metrics
 
+        globals()["Metrics"] = Metrics
         return Metrics
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
