@@ -26,8 +26,9 @@ from distro_core import transport as kit
 HEADERS = {"uri": "/customer/42/orders", "verb": "POST"}
 PAYLOAD = {"seq": 123456, "customer": "c-42", "qty": 3, "total": 99.5}
 KEYS = {"bench": b"benchmark-secret-key-0123456789"}
-CASES = ["none", "noop", "signing"]
+CASES = ["none", "noop", "signing", "tracing-noop", "tracing-memory", "metrics"]
 ROUNDS = 20_000
+_EXPORTERS: list[Any] = []  # cleared after each test: spans kept would grow memory
 
 
 def _middleware(case: str) -> dict[str, Any]:
@@ -37,6 +38,32 @@ def _middleware(case: str) -> dict[str, Any]:
 
     if case == "signing":
         return {"middleware": [Signing(KEYS, "bench", max_remembered=10_000_000)]}
+    if case == "tracing-noop":  # the API without an SDK: no-op spans
+        from opentelemetry.trace import NoOpTracerProvider
+
+        from distro_core.middleware import Tracing
+
+        return {"middleware": [Tracing(NoOpTracerProvider())]}
+    if case == "tracing-memory":  # the SDK, every span kept by an in-memory exporter
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
+            InMemorySpanExporter,
+        )
+
+        from distro_core.middleware import Tracing
+
+        provider = TracerProvider()
+        exporter = InMemorySpanExporter()
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        _EXPORTERS.append(exporter)
+        return {"middleware": [Tracing(provider)]}
+    if case == "metrics":
+        from prometheus_client import CollectorRegistry
+
+        from distro_core.middleware import Metrics
+
+        return {"middleware": [Metrics(CollectorRegistry())]}
 
     class Noop(Middleware):
         def received(self, ctx: Incoming) -> None:
@@ -75,6 +102,9 @@ def loop() -> Iterator[asyncio.AbstractEventLoop]:
     loop = asyncio.new_event_loop()
     yield loop
     loop.close()
+    for exporter in _EXPORTERS:
+        exporter.clear()
+    _EXPORTERS.clear()
 
 
 @pytest.mark.benchmark(group="mw-dispatch")

@@ -140,13 +140,11 @@ class ServerMiddleware:
                 server._unstarted += 1
                 server._loop.call_soon(server._run_deferred, *job)
             else:
-                self.finish(msg, route, carrier, run_plain(*self._plain(handlers, msg)), data)
+                done = run_plain(server._router.catch_all, handlers, msg, server._failed)
+                self.finish(msg, route, carrier, done, data)
         else:
-            self.finish(msg, route, carrier, run_plain(*self._plain(handlers, msg)), data)
-
-    def _plain(self, handlers: Any, msg: Message) -> tuple[Any, Any, Message, Any]:
-        server = self._server
-        return server._router.catch_all, handlers, msg, server._failed
+            done = run_plain(server._router.catch_all, handlers, msg, server._failed)
+            self.finish(msg, route, carrier, done, data)
 
     def handled(self, ctx: _Context) -> None:
         """Run the ``handled`` hooks once for ``ctx``."""
@@ -235,7 +233,7 @@ class _Carrier(Peer):
     settles = True
 
     def __init__(self, peer: Peer, ctx: _Context | None, mw: ServerMiddleware) -> None:
-        super().__init__(peer.host)
+        self.host = peer.host  # Peer.__init__'s one line, without the call
         self._peer = peer
         self._mw = mw
         self.ctx = ctx
@@ -276,8 +274,7 @@ class _Carrier(Peer):
             self._peer.settle(outcome, detail)
 
 
-def _carrier(peer: Peer, ctx: _Context | None, mw: ServerMiddleware) -> _Carrier:
-    return _Carrier(peer, ctx, mw)
+_carrier = _Carrier
 
 
 def install(server: Server, chain: Chain, logger: Logger) -> ServerMiddleware:
