@@ -98,6 +98,16 @@ class Metrics(Middleware):
         self._transport = transport
         self._received = self._m.received.labels(transport)
         self._in_flight = self._m.in_flight.labels(transport)
+        # Label look-ups take a lock and build a key: each child is looked up once.
+        self._children: dict[tuple[str, ...], Any] = {}
+
+    def _child(self, key: tuple[str, ...]) -> Any:
+        child = self._children.get(key)
+        if child is None:
+            kind, *labels = key
+            child = getattr(self._m, kind).labels(self._transport, *labels)
+            self._children[key] = child
+        return child
 
     # -- server ---------------------------------------------------------------------------
 
@@ -113,13 +123,12 @@ class Metrics(Middleware):
         if started is None:
             return
         self._in_flight.dec()
-        m, transport = self._m, self._transport
         if ctx.dropped is not None:
-            m.dropped.labels(transport, ctx.dropped).inc()
+            self._child(("dropped", ctx.dropped)).inc()
             return
         route = ctx.route or "(catch-all)"  # no route matched; catch-all handlers ran
-        m.handled.labels(transport, route, "failed" if ctx.failed else "handled").inc()
-        m.duration.labels(transport, route).observe(time.perf_counter() - started)
+        self._child(("handled", route, "failed" if ctx.failed else "handled")).inc()
+        self._child(("duration", route)).observe(time.perf_counter() - started)
 
     # -- client ---------------------------------------------------------------------------
 
@@ -132,10 +141,9 @@ class Metrics(Middleware):
         started = ctx.state.pop(self, None)
         if started is None:
             return
-        m, transport = self._m, self._transport
         outcome = "ok" if ctx.error is None else _outcome(ctx.error)
-        m.requests.labels(transport, ctx.kind, outcome).inc()
-        m.latency.labels(transport, ctx.kind).observe(time.perf_counter() - started)
+        self._child(("requests", ctx.kind, outcome)).inc()
+        self._child(("latency", ctx.kind)).observe(time.perf_counter() - started)
 
 
 def _outcome(error: BaseException) -> str:
