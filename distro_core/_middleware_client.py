@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from ._exceptions import MessageError
+from ._exceptions import MessageError, MessageTooLarge
 from ._logging import Log, Logger, RateLimitedLog
 from ._message import Message, parse
 from ._middleware import Chain, Incoming, Kind, Outgoing, Refuse
@@ -44,7 +44,9 @@ class ClientMiddleware:
 
     def wrap(self, conn: Connection) -> Connection:
         """``conn``, its frames sent through the ``outgoing`` hooks (if any)."""
-        return OutConnection(conn, self.out) if self._chain.outgoing else conn
+        if not self._chain.outgoing:
+            return conn
+        return OutConnection(conn, self.out, self._client.transport)
 
     def _start(self, msg: Message, kind: Kind) -> tuple[Outgoing, Message]:
         ctx = Outgoing(msg, kind)
@@ -142,24 +144,33 @@ class ClientMiddleware:
 
 
 class OutConnection(Connection):
-    """A connection whose frames go through the ``outgoing`` hooks first."""
+    """A connection whose frames go through the ``outgoing`` hooks first (and are checked
+    against the transport's size limit again: a hook may make a frame larger)."""
 
-    def __init__(self, conn: Connection, out: Any) -> None:
+    def __init__(self, conn: Connection, out: Any, transport: Transport) -> None:
         self.inner = conn
         self._out = out
+        self._limit = transport.capabilities.max_message_size
+        self._name = transport.name
         self.reply_to = conn.reply_to
+
+    def _frame(self, data: bytes) -> bytes:
+        data = self._out(data)
+        if self._limit is not None and len(data) > self._limit:
+            raise MessageTooLarge(len(data), self._limit, self._name)
+        return data
 
     async def send(self, data: bytes, message: Message) -> None:
         """Send through the hooks."""
-        await self.inner.send(self._out(data), message)
+        await self.inner.send(self._frame(data), message)
 
     async def request(self, data: bytes, message: Message) -> None:
         """Send a request through the hooks."""
-        await self.inner.request(self._out(data), message)
+        await self.inner.request(self._frame(data), message)
 
     async def store(self, data: bytes, message: Message) -> None:
         """Store through the hooks."""
-        await self.inner.store(self._out(data), message)
+        await self.inner.store(self._frame(data), message)
 
     async def aclose(self) -> None:
         """Close the wrapped connection."""
@@ -178,7 +189,7 @@ class _OutTransport:
 
     async def connect(self, receiver: ClientReceiver, target: Any = None) -> Connection:
         conn = await self._transport.connect(receiver, target)
-        return OutConnection(conn, self._out)
+        return OutConnection(conn, self._out, self._transport)
 
 
 def install(client: Client, chain: Chain, logger: Logger) -> ClientMiddleware:

@@ -201,3 +201,18 @@ async def test_confirmed_sends_over_udp_survive_retransmission() -> None:
             await client.send(distro.message(POST, 7), confirm=True, timeout=5)
     assert calls == [7]
     assert server.stats.repeats >= 1 and "replayed" not in server.stats.dropped
+
+
+async def test_a_frame_over_the_limit_once_signed_is_too_large() -> None:
+    factory = distro.create("udp4")
+    limit = factory.transport.capabilities.max_message_size
+    assert limit is not None
+    server = factory.server(port=0, middleware=[Signing(KEYS, "k1")])
+    async with server:
+        where = {"address": server.address[0], "port": server.address[1]}
+        async with factory.client(where, middleware=[Signing(KEYS, "k1")]) as client:
+            bare = len(distro.message(POST, "").to_bytes())
+            msg = distro.message(POST, "x" * (limit - bare - 20))  # fits unsigned, not signed
+            assert len(msg.to_bytes()) <= limit
+            with pytest.raises(distro.MessageTooLarge):
+                await client.send(msg)
