@@ -31,16 +31,16 @@ class Witness(Middleware):
 
     def received(self, ctx: Incoming) -> None:
         self._count("received")
-        if ctx.headers["uri"] != "RECEIVED" and ctx.headers.get("witnessed") is not True:
+        if ctx.headers["uri"] != "RECEIVED" and ctx.headers.get("suite-witness") is not True:
             raise Refuse("unwitnessed", f"message {ctx.message.id} bypassed the client's chain")
-        ctx.remove_headers("witnessed")
+        ctx.remove_headers("suite-witness")
 
     def handled(self, ctx: Incoming) -> None:
         self._count("handled")
 
     def sending(self, ctx: Outgoing) -> None:
         self._count("sending")
-        ctx.set_header("witnessed", True)
+        ctx.set_header("suite-witness", True)
 
     def finished(self, ctx: Outgoing) -> None:
         self._count("finished")

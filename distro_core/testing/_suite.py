@@ -797,6 +797,48 @@ class TransportSuite:
         option names differ overrides this)."""
         return {"redelivery_delay": 0.01}
 
+    # -- middleware -----------------------------------------------------------------------
+
+    async def test_middleware_sees_every_message_and_frame(self, factory: distro.Factory) -> None:
+        """The middleware chain (docs/middleware.md) runs over this transport: every message
+        the client sends passes its hooks and reaches the server's, every frame either side
+        sends passes ``outgoing``, the reply passes ``reply_received``."""
+        if not self.caps(factory).request_reply:
+            pytest.skip(f"{factory.name} declares no request/reply")
+        from distro_core.middleware import Incoming, Middleware, Outgoing
+
+        log: list[tuple[str, object]] = []
+
+        class Witness(Middleware):
+            def sending(self, ctx: Outgoing) -> None:
+                ctx.set_header("witnessed", ctx.kind)
+
+            def received(self, ctx: Incoming) -> None:
+                log.append(("received", ctx.headers.get("witnessed")))
+
+            def outgoing(self, frame: bytes) -> bytes:
+                log.append(("outgoing", distro.parse(frame).uri))
+                return frame
+
+            def reply_received(self, ctx: Incoming) -> None:
+                log.append(("reply_received", ctx.message.uri))
+
+        server = factory.server(self.server_options(factory), middleware=[Witness()])
+        got = Recorder("ok")
+        server.post("/witnessed", got)
+        async with server:
+            options = self.client_options(factory, server)
+            async with factory.client(options, middleware=[Witness()]) as client:
+                await client.send(distro.message({"uri": "/witnessed", "verb": "POST"}, 1))
+                await got.wait_for(1)
+                reply = await client.request(distro.message({"uri": "/witnessed", "verb": "POST"}))
+        assert reply.payload == "ok"
+        assert [m.headers.get("witnessed") for m in got.messages] == ["send", "request"]
+        assert log.count(("received", "send")) == log.count(("received", "request")) == 1
+        assert log.count(("outgoing", "/witnessed")) == 2  # the client's two frames
+        assert log.count(("outgoing", "REPLY")) == 1  # the server's reply
+        assert log.count(("reply_received", "REPLY")) == 1
+
     # -- the transport contract itself (no Server or Client in between) --------------------
 
     @asynccontextmanager
