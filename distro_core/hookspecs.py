@@ -3,7 +3,9 @@
 A plugin is a module or object with functions marked ``@distro.hookimpl`` whose names match the
 specs below. Plugins are found through the entry-point group :data:`ENTRY_POINT_GROUP`, loaded
 lazily the first time a transport name is asked for that the core does not provide itself. The
-bundled transports (memory, udp4, udp6, tcp) register through this same hook.
+bundled transports (memory, udp4, udp6, tcp) register through this same hook. Middleware
+plugins (:func:`distro_middleware`) publish themselves in :data:`MIDDLEWARE_ENTRY_POINT_GROUP`
+instead, read when the first server or client is made.
 
 Example (see docs/plugins.md)::
 
