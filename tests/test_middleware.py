@@ -5,15 +5,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 import distro_core as distro
 from distro_core import hookspecs
-from distro_core.middleware import Incoming, Middleware, Outgoing, Refuse, hookimpl
+from distro_core.middleware import (
+    MIDDLEWARE_ENTRY_POINT_GROUP,
+    Incoming,
+    Middleware,
+    Outgoing,
+    Refuse,
+    hookimpl,
+)
 from distro_core.testing import wait_until
-from distro_core.transport import Registry
+from distro_core.transport import PluginWarning, Registry
 
 POST = {"uri": "/orders", "verb": "POST"}
 
@@ -297,3 +306,49 @@ async def test_sync_client_goes_through_the_chain() -> None:
 
         assert await asyncio.get_running_loop().run_in_executor(None, call) == "ok"
     assert got == ["request"]
+
+
+STAMP_PLUGIN = """
+from distro_core.middleware import Middleware, hookimpl
+
+
+class Stamp(Middleware):
+    def sending(self, ctx):
+        ctx.set_header("via", "installed-plugin")
+
+
+@hookimpl
+def distro_middleware(side, transport):
+    return [Stamp()] if side == "client" else None
+"""
+
+BROKEN_PLUGIN = "raise RuntimeError('cannot import me')\n"
+
+
+def _install(root: Path, monkeypatch: pytest.MonkeyPatch, plugins: dict[str, str]) -> None:
+    """An installed distribution whose ``distro.middleware`` entry points are ``plugins``."""
+    info = root / "distro_stamp-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: distro-stamp\nVersion: 1.0\n")
+    lines = [f"[{MIDDLEWARE_ENTRY_POINT_GROUP}]"]
+    for name, source in plugins.items():
+        module = f"distro_stamp_{name}"
+        (root / f"{module}.py").write_text(source)
+        monkeypatch.delitem(sys.modules, module, raising=False)
+        lines.append(f"{name} = {module}")
+    (info / "entry_points.txt").write_text("\n".join(lines) + "\n")
+    monkeypatch.syspath_prepend(str(root))
+
+
+async def test_an_installed_plugin_is_found_by_its_entry_point(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _install(tmp_path, monkeypatch, {"stamp": STAMP_PLUGIN, "broken": BROKEN_PLUGIN})
+    registry = Registry()  # reads entry points, as the default registry does
+    factory = distro.create("memory", registry=registry)
+    with pytest.warns(PluginWarning, match="'broken'.*cannot import me"):
+        server = factory.server(port=0)  # the group is read when the first one is made
+    server.get("/via", lambda msg: msg.headers.get("via"))
+    async with server, factory.client(port=server.address[1]) as client:
+        reply = await client.request(distro.message({"uri": "/via"}))
+    assert reply.payload == "installed-plugin"
