@@ -85,7 +85,9 @@ class ClientStats:
     :ivar invalid: frames sent back that were not replies: ignored, and logged.
     :ivar members_down: times a server of ``servers=`` was found down and skipped.
     :ivar refused: frames sent back that a middleware refused (docs/middleware.md), by
-        reason (``bad_signature``, ``replayed``, ``middleware_error``...): dropped, and logged.
+        reason (``bad_signature``, ``replayed``...): dropped, and logged; and under
+        ``middleware_error`` the client hooks that raised (``reply_received``: the frame is
+        dropped; ``finished``: only logged).
     """
 
     sent: int = 0

@@ -352,3 +352,33 @@ async def test_an_installed_plugin_is_found_by_its_entry_point(
     async with server, factory.client(port=server.address[1]) as client:
         reply = await client.request(distro.message({"uri": "/via"}))
     assert reply.payload == "installed-plugin"
+
+
+class ClientFaults(Middleware):
+    def __init__(self, where: str) -> None:
+        self.where = where
+
+    def sending(self, ctx: Outgoing) -> None:
+        if self.where == "sending":
+            raise PermissionError("not allowed to send")
+
+    def finished(self, ctx: Outgoing) -> None:
+        if self.where == "finished":
+            raise ValueError("boom in finished")
+
+
+async def test_client_hooks_that_raise(caplog: pytest.LogCaptureFixture) -> None:
+    factory = distro.create("memory")
+    server = factory.server(port=0)
+    server.post("/orders", lambda msg: "fine")
+    async with server:
+        port = server.address[1]
+        async with factory.client(port=port, middleware=[ClientFaults("sending")]) as client:
+            with pytest.raises(PermissionError):  # the caller's own: it reaches the caller
+                await client.request(distro.message(POST))
+        async with factory.client(port=port, middleware=[ClientFaults("finished")]) as client:
+            with caplog.at_level(logging.ERROR, logger="distro"):
+                reply = await client.request(distro.message(POST))  # contained: logged
+    assert reply.payload == "fine" and server.stats.handled == 1
+    assert client.stats.refused == {"middleware_error": 1}
+    assert any("boom in finished" in str(r.exc_info[1]) for r in caplog.records if r.exc_info)

@@ -216,3 +216,18 @@ async def test_a_frame_over_the_limit_once_signed_is_too_large() -> None:
             assert len(msg.to_bytes()) <= limit
             with pytest.raises(distro.MessageTooLarge):
                 await client.send(msg)
+
+
+async def test_signing_over_several_servers() -> None:
+    factory = distro.create("tcp")
+    servers = [factory.server(port=0, middleware=[Signing(KEYS, "k1")]) for _ in range(2)]
+    for server in servers:
+        server.post("/orders", lambda msg: "ok")
+    async with servers[0], servers[1]:
+        where = [s.address for s in servers]
+        async with factory.client(servers=where, middleware=[Signing(KEYS, "k1")]) as client:
+            for i in range(4):
+                await client.send(distro.message(POST, i))
+                assert (await client.request(distro.message(POST, i))).payload == "ok"
+            await wait_until(lambda: sum(s.stats.handled for s in servers) == 8, what="all")
+    assert all(s.stats.handled and not s.stats.dropped for s in servers)
