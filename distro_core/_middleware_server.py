@@ -72,7 +72,7 @@ class ServerMiddleware:
         if type(done) is Handling and done.late:
             self._finish(server, msg, route, peer, done, data)
             return
-        ctx = peer.ctx if isinstance(peer, _Carrier) else None
+        ctx = peer.ctx if type(peer) is _Carrier else None
         if ctx is not None and not ctx.over:
             if type(done) is Handling:
                 ctx.value, ctx.error, ctx.exception = done.value, done.error, done.exc
@@ -221,7 +221,16 @@ class _Context(Incoming):
     __slots__ = ("over",)
 
     def __init__(self, message: Message, frame: bytes) -> None:
-        super().__init__(message, frame)
+        # Incoming.__init__, inlined: one call fewer per message.
+        self.message = message
+        self.frame = frame
+        self.state: dict[Any, Any] = {}
+        self.value: Any = None
+        self.error: str | None = None
+        self.exception: BaseException | None = None
+        self.failed = False
+        self.dropped: str | None = None
+        self.route: str | None = None
         self.over = False
 
 
