@@ -382,3 +382,14 @@ async def test_client_hooks_that_raise(caplog: pytest.LogCaptureFixture) -> None
     assert reply.payload == "fine" and server.stats.handled == 1
     assert client.stats.refused == {"middleware_error": 1}
     assert any("boom in finished" in str(r.exc_info[1]) for r in caplog.records if r.exc_info)
+
+
+def test_the_servers_context_sets_every_field_of_incoming() -> None:
+    """The server builds its per-message context without calling Incoming.__init__ (one call
+    fewer per message): it must still set every field."""
+    from distro_core._middleware_server import _Context
+
+    msg = distro.message(POST)
+    ctx = _Context(msg, msg.to_bytes())
+    for name in Incoming.__slots__:
+        assert getattr(ctx, name) == getattr(Incoming(msg, msg.to_bytes()), name), name
