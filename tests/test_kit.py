@@ -360,3 +360,11 @@ async def test_batcher_drain_given_up_leaves_no_unretrieved_error_behind() -> No
     finally:
         loop.set_exception_handler(previous)
     assert reported == []
+
+
+def test_a_bus_peer_publishes_replies_through_its_listener() -> None:
+    sent: list[tuple[bytes, str]] = []
+    peer = kit.BusPeer("bus-1", lambda data, reply_to: sent.append((data, reply_to)))
+    peer.send(b"{}", "replies.7")
+    assert sent == [(b"{}", "replies.7")]
+    assert peer.host == "bus-1" and not peer.settles and peer.identity is None

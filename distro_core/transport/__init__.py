@@ -53,12 +53,14 @@ from .._transport import (
 )
 from ..hookspecs import ENTRY_POINT_GROUP, hookimpl, hookspec
 from ._batcher import FLUSH_AT, WriteBatcher
+from ._bus import BusPeer
 from ._errors import UNREACHABLE_ERRNOS, ErrorTable, map_error
 from ._inlet import FrameInlet
 from ._options import Options
 
 __all__ = [
     "API_VERSION",
+    "BusPeer",
     "Capabilities",
     "ClientReceiver",
     "Connection",

@@ -55,26 +55,13 @@ def _head(subject: str, reply: str = "") -> bytes:
     return f"PUB {subject} {reply} ".encode() if reply else f"PUB {subject} ".encode()
 
 
-class _NatsPeer(kit.Peer):
-    """Every sender as a server sees it: the bus. Replies go to the request's ``replyTo``."""
-
-    __slots__ = ("_listener",)
-
-    def __init__(self, listener: NatsListener) -> None:
-        super().__init__(listener.config.bus)
-        self._listener = listener
-
-    def send(self, data: bytes, reply_to: str) -> None:
-        self._listener.reply(data, reply_to)
-
-
 class NatsListener(kit.Listener):
     """A server's NATS connection: its routes' subscriptions and its RECEIVED subject."""
 
     def __init__(self, config: NatsConfig, receiver: kit.Receiver) -> None:
         self.config = config
         self._receiver = receiver
-        self._peer = _NatsPeer(self)
+        self._peer = kit.BusPeer(config.bus, self.reply)
         self._inlet = kit.FrameInlet(receiver)
         self._held_bytes = 0
         self._link: Link | None = None

@@ -70,26 +70,13 @@ async def _open_links(
     raise failure
 
 
-class _RedisPeer(kit.Peer):
-    """Every sender as a server sees it: the bus. Replies go to the request's ``replyTo``."""
-
-    __slots__ = ("_listener",)
-
-    def __init__(self, listener: RedisListener) -> None:
-        super().__init__(listener.config.bus)
-        self._listener = listener
-
-    def send(self, data: bytes, reply_to: str) -> None:
-        self._listener.reply(data, reply_to)
-
-
 class RedisListener(kit.Listener):
     """A server's subscription to its routes, its RECEIVED channel and its reply publisher."""
 
     def __init__(self, config: RedisConfig, receiver: kit.Receiver) -> None:
         self.config = config
         self._receiver = receiver
-        self._peer = _RedisPeer(self)
+        self._peer = kit.BusPeer(config.bus, self.reply)
         self._sub: Subscriber | None = None
         self._pub: Publisher | None = None
         self._ack = b""
