@@ -23,6 +23,16 @@ from __future__ import annotations
 
 from ._helpers import Recorder, wait_until
 from ._kit import DistroTest, TestClient
+from ._processes import ServerProcess, free_port, unavailable
 from ._suite import TransportSuite
 
-__all__ = ["DistroTest", "Recorder", "TestClient", "TransportSuite", "wait_until"]
+__all__ = [
+    "DistroTest",
+    "Recorder",
+    "ServerProcess",
+    "TestClient",
+    "TransportSuite",
+    "free_port",
+    "unavailable",
+    "wait_until",
+]

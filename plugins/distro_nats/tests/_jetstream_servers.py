@@ -6,8 +6,6 @@ there). Every test gets its own prefix, so its own streams, deleted after it.
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +14,7 @@ import nats
 import nats.errors
 import nats.js.errors
 import pytest
-from _nats_servers import NatsProcess, answers, free_port, nats_binary, unavailable
+from _nats_servers import NatsProcess, free_port, nats_binary, unavailable
 from distro_nats._jetstream_config import dead_stream_name, routes_stream_name, stream_name
 
 __all__ = ["JetStreamProcess", "delete_streams", "has_jetstream", "js_options", "js_url"]
@@ -29,25 +27,9 @@ class JetStreamProcess(NatsProcess):
         super().__init__(binary, port)
         self.store = store
 
-    def start(self, timeout: float = 10.0) -> None:
-        """Start it (JetStream on, file store in :attr:`store`) and wait until it answers."""
-        self._proc = subprocess.Popen(
-            [self.binary, "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self.store)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + timeout
-        while not answers("127.0.0.1", self.port):
-            if self._proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"nats-server -js on port {self.port} did not come up")
-            time.sleep(0.02)
-
-    @property
-    def pid(self) -> int:
-        """The running server's process id."""
-        assert self._proc is not None
-        return self._proc.pid
+    def argv(self) -> list[str]:
+        """``nats-server`` with JetStream on, storing in :attr:`store`."""
+        return [*super().argv(), "-js", "-sd", str(self.store)]
 
 
 def has_jetstream(url: str) -> bool:

@@ -6,10 +6,9 @@ import os
 import shutil
 import signal
 import socket
-import subprocess
-import time
 
-import pytest
+from distro_core import testing
+from distro_core.testing import free_port as free_port  # the tests import it from here
 
 SHARED_NATS = ("127.0.0.1", 4222)
 HOW_TO_GET_NATS = (
@@ -21,10 +20,7 @@ HOW_TO_GET_NATS = (
 
 def unavailable(reason: str) -> None:
     """Skip (or, under CI, fail) a test that cannot get the NATS it needs."""
-    message = f"{reason}; {HOW_TO_GET_NATS}"
-    if os.environ.get("CI", "").lower() in ("true", "1", "yes"):
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message)
+    testing.unavailable(reason, HOW_TO_GET_NATS)
 
 
 def answers(host: str, port: int) -> bool:
@@ -37,44 +33,23 @@ def answers(host: str, port: int) -> bool:
         return False
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 nothing listens on (just now)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+class NatsProcess(testing.ServerProcess):
+    """A ``nats-server`` of the tests' own on 127.0.0.1 (core NATS, nothing on disk), stopped
+    with SIGKILL (no lame-duck goodbye)."""
 
-
-class NatsProcess:
-    """A ``nats-server`` of the tests' own on 127.0.0.1 (core NATS, nothing on disk)."""
+    stop_signal = signal.SIGKILL
 
     def __init__(self, binary: str, port: int) -> None:
-        self.binary = binary
-        self.port = port
+        super().__init__(binary, port)
         self.url = f"nats://127.0.0.1:{port}"
-        self._proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 10.0) -> None:
-        """Start it and wait (bounded) until it answers."""
-        self._proc = subprocess.Popen(
-            [self.binary, "-a", "127.0.0.1", "-p", str(self.port)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + timeout
-        while not answers("127.0.0.1", self.port):
-            if self._proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"nats-server on port {self.port} did not come up")
-            time.sleep(0.02)
+    def argv(self) -> list[str]:
+        """``nats-server`` on the port, loopback only."""
+        return [self.binary, "-a", "127.0.0.1", "-p", str(self.port)]
 
-    def stop(self) -> None:
-        """Stop it (SIGKILL: no lame-duck goodbye) and wait for it to exit."""
-        proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(5)
+    def answers(self) -> bool:
+        """Whether it greets a connection."""
+        return answers("127.0.0.1", self.port)
 
 
 def nats_binary() -> str | None:

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
-import subprocess
-import time
 
-import pytest
 import redis
+
+from distro_core import testing
+from distro_core.testing import free_port as free_port  # the tests import it from here
 
 SHARED_REDIS = ("127.0.0.1", 6379)
 HOW_TO_GET_REDIS = (
@@ -22,10 +20,7 @@ HOW_TO_GET_REDIS = (
 
 def unavailable(reason: str) -> None:
     """Skip (or, under CI, fail) a test that cannot get the Redis it needs."""
-    message = f"{reason}; {HOW_TO_GET_REDIS}"
-    if os.environ.get("CI", "").lower() in ("true", "1", "yes"):
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message)
+    testing.unavailable(reason, HOW_TO_GET_REDIS)
 
 
 def answers(host: str, port: int) -> bool:
@@ -39,69 +34,31 @@ def answers(host: str, port: int) -> bool:
         client.close()
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 nothing listens on (just now)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class RedisProcess:
+class RedisProcess(testing.ServerProcess):
     """A ``redis-server`` of the tests' own on 127.0.0.1, keeping nothing on disk."""
 
     def __init__(self, binary: str, port: int) -> None:
-        self.binary = binary
-        self.port = port
+        super().__init__(binary, port)
         self.url = f"redis://127.0.0.1:{port}/0"
-        self._proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 10.0) -> None:
-        """Start it and wait (bounded) until it answers."""
-        self._proc = subprocess.Popen(
-            [
-                self.binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + timeout
-        while not answers("127.0.0.1", self.port):
-            if self._proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"redis-server on port {self.port} did not come up")
-            time.sleep(0.02)
+    def argv(self) -> list[str]:
+        """``redis-server`` on the port, loopback only, no snapshots, no append-only file."""
+        port = str(self.port)
+        return [
+            self.binary,
+            "--port",
+            port,
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ]
 
-    def freeze(self) -> None:
-        """Stop the process (SIGSTOP): connections stay open, nothing is read or answered."""
-        assert self._proc is not None
-        self._proc.send_signal(signal.SIGSTOP)
-
-    def thaw(self) -> None:
-        """Let a frozen process go on (SIGCONT)."""
-        assert self._proc is not None
-        self._proc.send_signal(signal.SIGCONT)
-
-    def stop(self) -> None:
-        """Stop it (SIGTERM, then SIGKILL after 5 s) and wait for it to exit."""
-        proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGCONT)
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+    def answers(self) -> bool:
+        """Whether it answers PING."""
+        return answers("127.0.0.1", self.port)
 
 
 def redis_binary() -> str | None:
