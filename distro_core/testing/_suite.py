@@ -27,6 +27,9 @@ _STORES = (
     "over {} a confirmed send means the broker stored it (Connection.store), not that a "
     "handler ran: {} check that"
 )
+_LABELS = {"request_reply": "request/reply", "ordered": "ordering"}
+"""How a skip names a capability the transport lacks."""
+
 _HANDLED = (
     "{} declares no durable store: a confirmed send means a server handled it (the tests "
     "above check that)"
@@ -83,6 +86,13 @@ class TransportSuite:
     def caps(factory: distro.Factory) -> kit.Capabilities:
         """The capabilities of the transport under test."""
         return factory.transport.capabilities
+
+    @staticmethod
+    def require(factory: distro.Factory, capability: str) -> None:
+        """Skip the test unless the transport declares ``capability`` (a
+        :class:`~distro_core.transport.Capabilities` flag), saying which it lacks."""
+        if not getattr(factory.transport.capabilities, capability):
+            pytest.skip(f"{factory.name} declares no {_LABELS.get(capability, capability)}")
 
     @staticmethod
     def stores(client: distro.Client) -> bool:
@@ -152,8 +162,7 @@ class TransportSuite:
         assert {m.uri for m in everything.messages} == {"/a", "/unrouted"}
 
     async def test_messages_from_one_client_arrive_in_order(self, factory: distro.Factory) -> None:
-        if not self.caps(factory).ordered:
-            pytest.skip(f"{factory.name} declares no ordering")
+        self.require(factory, "ordered")
         server = factory.server(self.server_options(factory))
         got = Recorder()
         server.post("/seq", got)
@@ -204,8 +213,7 @@ class TransportSuite:
     # -- request/reply --------------------------------------------------------------------
 
     async def test_request_gets_the_handlers_return_value(self, factory: distro.Factory) -> None:
-        if not self.caps(factory).request_reply:
-            pytest.skip(f"{factory.name} declares no request/reply")
+        self.require(factory, "request_reply")
         server = factory.server(self.server_options(factory))
         totals: dict[str, int] = {}
 
@@ -228,8 +236,7 @@ class TransportSuite:
     async def test_concurrent_requests_each_get_their_own_reply(
         self, factory: distro.Factory
     ) -> None:
-        if not self.caps(factory).request_reply:
-            pytest.skip(f"{factory.name} declares no request/reply")
+        self.require(factory, "request_reply")
         server = factory.server(self.server_options(factory))
 
         @server.get("/square/{n}")
@@ -249,8 +256,7 @@ class TransportSuite:
     async def test_a_raising_handler_gives_remote_error_and_the_server_goes_on(
         self, factory: distro.Factory
     ) -> None:
-        if not self.caps(factory).request_reply:
-            pytest.skip(f"{factory.name} declares no request/reply")
+        self.require(factory, "request_reply")
         server = factory.server(self.server_options(factory))
 
         @server.get("/boom")
@@ -288,8 +294,7 @@ class TransportSuite:
     async def test_a_request_nobody_handles_gets_an_error_reply(
         self, factory: distro.Factory
     ) -> None:
-        if not self.caps(factory).request_reply:
-            pytest.skip(f"{factory.name} declares no request/reply")
+        self.require(factory, "request_reply")
         server = factory.server(self.server_options(factory))
         server.get("/known", lambda m: 1)
         async with self.serving(factory, server) as (_, client):
@@ -301,8 +306,7 @@ class TransportSuite:
     async def test_a_handler_returning_a_non_json_value_gives_remote_error(
         self, factory: distro.Factory
     ) -> None:
-        if not self.caps(factory).request_reply:
-            pytest.skip(f"{factory.name} declares no request/reply")
+        self.require(factory, "request_reply")
         server = factory.server(self.server_options(factory))
         server.get("/odd", lambda m: {1, 2})
         async with self.serving(factory, server) as (_, client):
@@ -310,8 +314,7 @@ class TransportSuite:
                 await client.request(distro.message({"uri": "/odd"}, self.room(factory)), timeout=5)
 
     async def test_a_request_without_reply_times_out(self, factory: distro.Factory) -> None:
-        if not self.caps(factory).request_reply:
-            pytest.skip(f"{factory.name} declares no request/reply")
+        self.require(factory, "request_reply")
         server = factory.server(self.server_options(factory), close_timeout=0.2)
         release = asyncio.Event()
 
@@ -328,8 +331,7 @@ class TransportSuite:
     async def test_request_reply_with_sync_client_from_another_thread(
         self, factory: distro.Factory
     ) -> None:
-        if not self.caps(factory).request_reply:
-            pytest.skip(f"{factory.name} declares no request/reply")
+        self.require(factory, "request_reply")
         server = factory.server(self.server_options(factory))
         got = Recorder()
         server.post("/note", got)
@@ -352,8 +354,7 @@ class TransportSuite:
     async def test_a_confirmed_send_returns_after_the_handler_ran(
         self, factory: distro.Factory
     ) -> None:
-        if not self.caps(factory).request_reply:
-            pytest.skip(f"{factory.name} declares no request/reply")
+        self.require(factory, "request_reply")
         server = factory.server(self.server_options(factory))
         done: list[Any] = []
 
@@ -375,8 +376,7 @@ class TransportSuite:
     async def test_a_confirmed_send_whose_handler_raises_is_a_handler_error(
         self, factory: distro.Factory
     ) -> None:
-        if not self.caps(factory).request_reply:
-            pytest.skip(f"{factory.name} declares no request/reply")
+        self.require(factory, "request_reply")
         server = factory.server(self.server_options(factory))
 
         @server.post("/refuse")
@@ -405,8 +405,7 @@ class TransportSuite:
     ) -> None:
         # Where confirmed means stored (a durable transport whose connection stores), a
         # confirmed send returns while no member of a group runs; one that starts handles it.
-        if not self.caps(factory).groups:
-            pytest.skip(f"{factory.name} declares no groups")
+        self.require(factory, "groups")
         group = f"kit-{os.getpid()}-{id(self)}"
         first = factory.server({**self.server_options(factory), "group": group})
         first.post("/stored", lambda m: None)
@@ -504,8 +503,7 @@ class TransportSuite:
         assert got.payloads == (["confirm me", "plain"] if stores else ["plain"])
 
     async def test_a_confirmed_send_checks_its_timeout(self, factory: distro.Factory) -> None:
-        if not self.caps(factory).request_reply:
-            pytest.skip(f"{factory.name} declares no request/reply")
+        self.require(factory, "request_reply")
         server = factory.server(self.server_options(factory))
         got = Recorder()
         server.post("/t", got)
@@ -530,8 +528,7 @@ class TransportSuite:
     async def test_a_repeated_confirmed_frame_is_handled_once(
         self, factory: distro.Factory
     ) -> None:
-        if not self.caps(factory).request_reply:
-            pytest.skip(f"{factory.name} declares no request/reply")
+        self.require(factory, "request_reply")
         server = factory.server(self.server_options(factory))
         got = Recorder()
         server.post("/once", got)
@@ -565,8 +562,7 @@ class TransportSuite:
     async def test_received_goes_to_the_address_in_the_headers(
         self, factory: distro.Factory
     ) -> None:
-        if not self.caps(factory).acknowledgements:
-            pytest.skip(f"{factory.name} declares no acknowledgements")
+        self.require(factory, "acknowledgements")
         origin = factory.server(self.server_options(factory))
         acks = Recorder()
         if self.caps(factory).fan_out:
@@ -590,8 +586,7 @@ class TransportSuite:
     async def test_received_is_not_sent_to_a_third_party_by_default(
         self, factory: distro.Factory
     ) -> None:
-        if not self.caps(factory).acknowledgements:
-            pytest.skip(f"{factory.name} declares no acknowledgements")
+        self.require(factory, "acknowledgements")
         server = factory.server(self.server_options(factory))
         handled = Recorder()
         server.post("/order", handled)
@@ -753,8 +748,7 @@ class TransportSuite:
         return {**self.client_options(factory, first), "group": group}
 
     async def test_group_members_each_take_a_message_once(self, factory: distro.Factory) -> None:
-        if not self.caps(factory).groups:
-            pytest.skip(f"{factory.name} declares no groups")
+        self.require(factory, "groups")
         group = f"kit-{os.getpid()}-{id(self)}"
         seen: list[tuple[int, int]] = []
         first = factory.server({**self.server_options(factory), "group": group})
@@ -803,8 +797,7 @@ class TransportSuite:
         """The middleware chain (docs/middleware.md) runs over this transport: every message
         the client sends passes its hooks and reaches the server's, every frame either side
         sends passes ``outgoing``, the reply passes ``reply_received``."""
-        if not self.caps(factory).request_reply:
-            pytest.skip(f"{factory.name} declares no request/reply")
+        self.require(factory, "request_reply")
         from distro_core.middleware import Incoming, Middleware, Outgoing
 
         log: list[tuple[str, object]] = []
