@@ -3,7 +3,8 @@
     python3 dev.py bench                      # everything (about 5-8 minutes)
     python3 dev.py bench --quick              # small counts: a smoke test of the harness
     python3 dev.py bench --only udp4,tcp      # some tables (udp4 udp6 tcp zmq redis redis-streams
-                                              # nats jetstream memory micro)
+                                              # redis-bounce nats jetstream nats-bounce memory
+                                              # micro)
     .venv/bin/python bench/run.py --micro     # only the pytest-benchmark micro-benchmarks
 
 Senders and receivers run in separate processes; see docs/benchmarks.md for what each number
@@ -44,8 +45,10 @@ SECTIONS = [
     "zmq",
     "redis",
     "redis-streams",
+    "redis-bounce",
     "nats",
     "jetstream",
+    "nats-bounce",
     "memory",
     "micro",
 ]
@@ -55,8 +58,10 @@ DEFAULT = [
     "zmq",
     "redis",
     "redis-streams",
+    "redis-bounce",
     "nats",
     "jetstream",
+    "nats-bounce",
     "memory",
     "micro",
 ]

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import bounce
 import distro_side
 import harness
 
@@ -390,6 +391,8 @@ _TABLES: dict[str, Callable[[str], Table]] = {
     "redis-streams": _redis_streams,
     "nats": _nats,
     "jetstream": _jetstream,
+    "redis-bounce": bounce.redis_table,
+    "nats-bounce": bounce.nats_table,
 }
 TRANSPORTS = list(_TABLES)
 

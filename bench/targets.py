@@ -37,6 +37,8 @@ def check(
         out.append((what, f"{ratio:.2f}x", verdict))
 
     for table in tables:
+        if table.name.endswith("-bounce"):
+            continue  # the bounce tables (bench/bounce.py) are shown for comparison: no target
         raw = table.impls[1].label
         if table.name in ("nats", "jetstream"):
             _nats_targets(table.name, tables, ratio_at_least, ratio_at_most)
