@@ -4,7 +4,8 @@
     python3 dev.py bench --quick              # small counts: a smoke test of the harness
     python3 dev.py bench --only udp4,tcp      # some tables (udp4 udp6 tcp zmq redis redis-streams
                                               # redis-bounce nats jetstream nats-bounce memory
-                                              # micro)
+                                              # scale micro)
+    .venv/bin/python bench/run.py --only scale --plots DIR   # the scale figures, PNGs into DIR
     .venv/bin/python bench/run.py --micro     # only the pytest-benchmark micro-benchmarks
 
 Senders and receivers run in separate processes; see docs/benchmarks.md for what each number
@@ -37,6 +38,7 @@ BENCH_MODULES = {
     "zmq": "pyzmq",
     "redis": "redis",
     "nats": "nats-py",
+    "matplotlib": "matplotlib",
 }
 SECTIONS = [
     "udp4",
@@ -50,6 +52,7 @@ SECTIONS = [
     "jetstream",
     "nats-bounce",
     "memory",
+    "scale",
     "micro",
 ]
 DEFAULT = [
@@ -63,6 +66,7 @@ DEFAULT = [
     "jetstream",
     "nats-bounce",
     "memory",
+    "scale",
     "micro",
 ]
 
@@ -262,6 +266,13 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument(
+        "--plots",
+        type=Path,
+        metavar="DIR",
+        help="where the scale section writes its PNGs (default docs/img; with --quick, a "
+        "temporary directory, so that a smoke run leaves the committed figures alone)",
+    )
+    parser.add_argument(
         "--profile",
         type=Path,
         metavar="DIR",
@@ -284,6 +295,7 @@ def main(argv: list[str]) -> int:
         ensure_bench_deps()
     sys.path.insert(0, str(BENCH))
     import memcheck
+    import scale
     import scenarios
     import targets
 
@@ -330,6 +342,17 @@ def main(argv: list[str]) -> int:
     if "memory" in sections:
         memory = memcheck.run(args.quick, lambda text: print(text, flush=True))
         print("\n" + memcheck.render(memory) + "\n", flush=True)
+    scaled: dict[str, Any] = {}
+    if "scale" in sections:
+        plots = args.plots
+        if plots is None:
+            plots = ROOT / "docs" / "img"
+            if args.quick:
+                import tempfile
+
+                plots = Path(tempfile.mkdtemp(prefix="distro-scale-"))
+        scaled = scale.run(args.quick, lambda text: print(text, flush=True), plots)
+        print("\n" + scale.render(scaled) + "\n", flush=True)
     code = 0
     micro: dict[str, float] = {}
     if "micro" in sections:
@@ -348,6 +371,7 @@ def main(argv: list[str]) -> int:
                         t.name: {f"{k[0]}|{k[1]}": v for k, v in t.values.items()} for t in tables
                     },
                     "memory": memory,
+                    "scale": scaled,
                     "micro_median_seconds": micro,
                 },
                 indent=2,
