@@ -64,9 +64,9 @@ FULL = {
     "routes": [1, 10, 100, 1_000, 10_000],
     "sizes": [100, 1_000, 10_000, 100_000, 1_000_000],
     "members": [1, 2, 4],
-    "seconds": 3.0,
+    "seconds": 2.0,
     "count": 400_000,
-    "rr_seconds": 1.5,
+    "rr_seconds": 1.0,
     "rr_count": 5_000,
     "repeat": 2,
 }
@@ -176,7 +176,8 @@ class _Slot:
 
 def clients_server(params: dict[str, Any], shared: Shared, results: Any) -> None:
     """A tcp server counting one-way messages; it reads its RSS before the clients connect,
-    when all have said hello (then sets ``shared.phase`` to 1), and after the flood."""
+    when all have said hello (then sets ``shared.phase`` to 1), and after the flood, and the
+    CPU time it spent per message during the flood."""
     clients = params["clients"]
     _raise_nofile(clients + 256)
 
@@ -204,7 +205,9 @@ def clients_server(params: dict[str, Any], shared: Shared, results: Any) -> None
             await asyncio.sleep(0.2)
             connected = rss_kib()
             shared.phase.value = 1
+            cpu, wall = time.process_time(), time.perf_counter()
             await wait_done(counter, shared, deadline)
+            cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
             end = rss_kib()
             stats = server.stats
         results.put(
@@ -217,6 +220,8 @@ def clients_server(params: dict[str, Any], shared: Shared, results: Any) -> None
                     rss_before_kib=before,
                     rss_connected_kib=connected,
                     rss_end_kib=end,
+                    cpu_us=cpu * 1e6 / max(1, counter.n),
+                    busy=cpu / wall,
                     dropped=dict(stats.dropped),
                 ),
             )
@@ -345,6 +350,8 @@ def _read_clients(got: dict[str, Any]) -> dict[str, Any]:
         "rss_before_kib": got["rss_before_kib"],
         "rss_connected_kib": got["rss_connected_kib"],
         "rss_end_kib": got["rss_end_kib"],
+        "server_cpu_us": got["cpu_us"],
+        "server_busy": got["busy"],
         "bytes_per_client": (got["rss_connected_kib"] - got["rss_before_kib"])
         * 1024
         / got["hellos"],
@@ -674,10 +681,13 @@ def render(result: dict[str, Any]) -> str:
                 f"{p['clients']:,}",
                 str(p["processes"]),
                 _num(p["rate"]),
+                _num(p["server_cpu_us"], 2),
+                f"{p['server_busy']:.0%}",
                 _num(p["rss_before_kib"]),
                 _num(p["rss_connected_kib"]),
                 _num(p["rss_end_kib"]),
-                _num(p["bytes_per_client"] / 1024, 1),
+                # Below 100 clients the growth is within the RSS's page-sized noise.
+                _num(p["bytes_per_client"] / 1024, 1) if p["clients"] >= 100 else "-",
             ]
         )
         if p["received"] < p["sent"]:
@@ -687,6 +697,8 @@ def render(result: dict[str, Any]) -> str:
             "clients",
             "procs",
             "msg/s",
+            "server CPU µs/msg",
+            "server busy",
             "RSS idle KiB",
             "connected KiB",
             "after flood KiB",
@@ -697,7 +709,9 @@ def render(result: dict[str, Any]) -> str:
     out += [f"   {n}" for n in notes]
     out.append(
         "   RSS: the server's VmRSS before the clients connect, once all said hello, after "
-        "the flood; KiB/client = (connected - idle) / clients"
+        "the flood; KiB/client = (connected - idle) / clients, from 100 clients up; server "
+        "CPU: the server process's CPU time during the flood per message received; busy: that "
+        "CPU time over the flood's wall time (below 100%, the senders set the rate)"
     )
 
     out.append("\n== scale: routes on one tcp server (static POST routes, one client) ==")

@@ -65,9 +65,12 @@ def plot(result: dict[str, Any], directory: Path) -> list[str]:
     ok = [p for p in result["clients"] if "error" not in p]
     if ok:
         xs = [p["clients"] for p in ok]
-        fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.4))
+        fig, (left, middle, right) = plt.subplots(1, 3, figsize=(14, 4.4))
         left.plot(xs, [p["rate"] for p in ok], "o-")
         axes(left, "tcp clients (one-way, all to one server)", "messages received / s", xs)
+        middle.plot(xs, [p["server_cpu_us"] for p in ok], "o-", color="C4")
+        axes(middle, "tcp clients", "server CPU time per message (µs)", xs)
+        middle.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         for key, style, label in (
             ("rss_before_kib", ":", "before the clients connect"),
             ("rss_connected_kib", "o-", "all connected"),
