@@ -778,8 +778,9 @@ def render(result: dict[str, Any]) -> str:
     out += [f"   {n}" for n in notes]
     out.append(
         f"   this machine has {result.get('nproc')} cores shared by the sender, the members "
-        "and the broker: more members cannot add throughput here, they show what the group "
-        "costs and how the broker spreads the messages"
+        "and the broker, so this is not how a group scales on a bigger machine: a second member "
+        "helps only while one member is the busiest process, and each further process takes CPU "
+        "from the others; per member shows how the broker spreads the messages"
     )
     out.append(
         f"   ({result['elapsed']:.0f} s; load average at the start {result['loadavg']}; each "

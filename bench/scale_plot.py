@@ -23,10 +23,10 @@ def plot(result: dict[str, Any], directory: Path) -> list[str]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import FuncFormatter, NullFormatter
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     directory.mkdir(parents=True, exist_ok=True)
-    whole = FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:g}")
+    whole = FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:.2g}")
     turns = result["bounds"]["repeat"]
     note = (
         f"{result.get('nproc')} cores shared by every process, loopback; "
@@ -43,6 +43,7 @@ def plot(result: dict[str, Any], directory: Path) -> list[str]:
         ax.xaxis.set_minor_formatter(NullFormatter())
         if logy:
             ax.set_yscale("log")
+            ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
             ax.yaxis.set_minor_formatter(NullFormatter())
         else:
             # From zero, with room above the highest point: a flat line must look flat.
@@ -131,8 +132,8 @@ def plot(result: dict[str, Any], directory: Path) -> list[str]:
         )
         ax.legend(loc="lower left", fontsize=9)
         ax.set_title(
-            f"{result.get('nproc')} cores shared by the sender, the members and the broker: "
-            "no scaling is possible here",
+            f"{result.get('nproc')} cores shared by the sender, the members and the broker:\n"
+            "not a test of how a group scales on more cores",
             fontsize=9,
         )
         save(fig, "scale-replicas.png", "distro groups: throughput vs replicas")
