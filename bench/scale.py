@@ -135,10 +135,10 @@ def _measure(
             params = {**case.params, "uri": harness.unique_uri("scale")}
             try:
                 got = harness.run_pair(case.receiver, case.sender, params, params["timeout"] + 30)
-            except RuntimeError as exc:
-                new = {**case.point, "error": _failed(exc)}
-            else:
                 new = {**case.point, **case.read(got)}
+            except Exception as exc:  # one failed point must not lose the rest of the figure
+                new = {**case.point, "error": _failed(exc)}
+                log(f"    FAILED {case.label}: {new['error']}")
             old = best.get(case.key)
             if (
                 old is None
@@ -354,7 +354,7 @@ def _read_clients(got: dict[str, Any]) -> dict[str, Any]:
         "server_busy": got["busy"],
         "bytes_per_client": (got["rss_connected_kib"] - got["rss_before_kib"])
         * 1024
-        / got["hellos"],
+        / max(1, got["hellos"]),
         "dropped": got["dropped"],
     }
 
@@ -764,7 +764,9 @@ def render(result: dict[str, Any]) -> str:
     rows, notes = [], []
     for p in result["replicas"]:
         if "error" in p:
-            notes.append(f"{p['transport']}, {p.get('members', '-')} member(s): {p['error']}")
+            notes.append(
+                f"{p['transport']}, {p.get('members', '-')} member(s): failed: {p['error']}"
+            )
             continue
         rows.append(
             [
