@@ -1,6 +1,7 @@
 """The ways a server (or a :class:`~distro_core.Service`) is run: ``async with server:``,
-``await server.serve_until_signalled()`` and the blocking :meth:`Lifecycle.run`, shared through
-:class:`Lifecycle`, on top of its ``start`` and ``aclose``."""
+``await server.serve_until_signalled()`` and the blocking :meth:`Lifecycle.run` (on the event
+loop :mod:`._loops` makes), shared through :class:`Lifecycle`, on top of its ``start`` and
+``aclose``."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, TypeVar
 
 from ._exceptions import StateError
+from ._loops import LoopName
+from ._loops import run as run_on
 from ._stats import ServerLog
 
 if TYPE_CHECKING:
@@ -52,10 +55,15 @@ class Lifecycle(abc.ABC):
     ) -> None:
         await self.aclose()
 
-    def run(self) -> None:
+    def run(self, *, loop: LoopName = "asyncio") -> None:
         """Serve until SIGINT or SIGTERM, then close gracefully. Blocks; for scripts.
 
+        :param loop: the event loop to serve on: ``"asyncio"`` (:func:`asyncio.run`'s),
+            ``"uvloop"`` (the ``uvloop`` extra) or ``"auto"`` (uvloop when installed). To
+            serve on a loop of your own, await :meth:`serve_until_signalled` on it.
         :raises StateError: called from inside a running event loop (use ``async with``).
+        :raises ImportError: ``loop="uvloop"`` and uvloop is not installed.
+        :raises ValueError: ``loop`` is not one of those names.
         """
         try:
             asyncio.get_running_loop()
@@ -63,7 +71,7 @@ class Lifecycle(abc.ABC):
             pass
         else:
             raise StateError("server.run() blocks; inside a running loop use 'async with server'")
-        asyncio.run(self.serve_until_signalled())
+        run_on(self.serve_until_signalled, loop)
 
     async def serve_until_signalled(
         self, signals: Sequence[int] = (signal.SIGINT, signal.SIGTERM)

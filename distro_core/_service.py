@@ -18,6 +18,7 @@ from ._factory import _SERVER_OPTIONS, Factory, create
 from ._handlers import F, HandlerTable, entry
 from ._lifecycle import Lifecycle
 from ._logging import Log, check_logger
+from ._loops import LoopName, loop_factory
 from ._message import Message
 from ._server import Server
 
@@ -349,13 +350,19 @@ class Service(HandlerTable, Lifecycle):
         self.bind(transport, **options)
         await self.serve_until_signalled()
 
-    def run(self, transport: str | None = None, /, **options: Any) -> None:
+    def run(
+        self, transport: str | None = None, /, *, loop: LoopName = "asyncio", **options: Any
+    ) -> None:
         """:meth:`serve` from blocking code: blocks until SIGINT or SIGTERM.
 
+        :param loop: the event loop to serve on, as for :meth:`Server.run
+            <distro_core.Server.run>`: ``"asyncio"``, ``"uvloop"`` or ``"auto"``.
         :raises StateError: called from inside a running event loop (use :meth:`serve`).
+        :raises ImportError: ``loop="uvloop"`` and uvloop is not installed.
         """
+        loop_factory(loop)  # a bad or missing loop is said before anything is bound
         self.bind(transport, **options)
-        super().run()
+        super().run(loop=loop)
 
     def __repr__(self) -> str:
         where = f" on {self._factory.name}" if self._factory is not None else ""

@@ -22,6 +22,8 @@ import click
 from .. import __version__
 from .._exceptions import DistroError, RemoteError
 from .._factory import create, transports
+from .._loops import LOOPS, loop_factory
+from .._loops import run as run_on
 from .._message import VERBS, Message, message
 from ._logs import LEVELS, configure
 from ._run import child_command, run_reloading, run_workers, serve, worker_options
@@ -93,6 +95,30 @@ def _setup(level: str | None, fmt: str, default: str) -> str:
     return chosen
 
 
+_LOOP = click.option(
+    "--loop",
+    type=click.Choice(LOOPS),
+    default="asyncio",
+    show_default=True,
+    help="The event loop: asyncio's own, uvloop (the uvloop extra), or auto (uvloop when "
+    "installed, else asyncio's).",
+)
+
+
+def _check_loop(loop: str) -> str:
+    """``loop``, once it is known to be available (before anything is loaded or started).
+
+    :raises UsageProblem: ``--loop uvloop`` without uvloop installed.
+    """
+    try:
+        loop_factory(loop)
+    except ImportError:
+        raise UsageProblem(
+            "--loop uvloop needs uvloop, which is not installed: pip install 'distro-core[uvloop]'"
+        ) from None
+    return loop
+
+
 _OPTION = click.option(
     "--option",
     "-o",
@@ -145,6 +171,7 @@ def cli() -> None:
     show_default=True,
     help="The address --metrics-port listens on.",
 )
+@_LOOP
 @_logging_options
 def run(
     target: str,
@@ -156,6 +183,7 @@ def run(
     app_dir: str,
     metrics_port: int | None,
     metrics_address: str,
+    loop: str,
     log_level: str | None,
     log_format: str,
 ) -> None:
@@ -163,6 +191,7 @@ def run(
     close gracefully."""
     level = _setup(log_level, log_format, "info")
     with _errors("run"):
+        _check_loop(loop)
         app_dir = os.path.abspath(app_dir)
         opts = key_values(options, "--option")
         if reload and workers > 1:
@@ -172,14 +201,14 @@ def run(
                 "--metrics-port serves one process's metrics: not with --reload or --workers"
             )
         if reload:
-            cmd = child_command(target, transport, opts, app_dir, level, log_format)
+            cmd = child_command(target, transport, opts, app_dir, level, log_format, loop)
             sys.exit(run_reloading(cmd, list(reload_dirs) or [app_dir]))
         if workers > 1:
             name, shared = worker_options(target, transport, opts, app_dir)
-            cmd = child_command(target, name, shared, app_dir, level, log_format)
+            cmd = child_command(target, name, shared, app_dir, level, log_format, loop)
             sys.exit(run_workers(cmd, workers))
         metrics = None if metrics_port is None else (metrics_address, metrics_port)
-        serve(target, transport, opts, app_dir, metrics)
+        serve(target, transport, opts, app_dir, metrics, loop)
 
 
 def _message_options(fn: _F) -> _F:
@@ -218,6 +247,7 @@ def _message_options(fn: _F) -> _F:
                 show_default=True,
                 help="Seconds to wait for the reply or confirmation.",
             ),
+            _LOOP,
         ]
     ):
         fn = decorator(fn)
@@ -243,6 +273,7 @@ def send(
     headers: tuple[str, ...],
     options: tuple[str, ...],
     timeout: float,
+    loop: str,
     confirm: bool,
     log_level: str | None,
     log_format: str,
@@ -250,6 +281,7 @@ def send(
     """Send one message to URI over TRANSPORT (one way; --confirm waits for the handlers)."""
     _setup(log_level, log_format, "warning")
     with _errors("send"):
+        _check_loop(loop)
         msg = _build(uri, verb, headers, payload_text)
         opts = key_values(options, "--option")
 
@@ -260,7 +292,7 @@ def send(
                 else:
                     await client.send(msg)
 
-        asyncio.run(go())
+        run_on(go, loop)
 
 
 @cli.command()
@@ -273,6 +305,7 @@ def request(
     headers: tuple[str, ...],
     options: tuple[str, ...],
     timeout: float,
+    loop: str,
     log_level: str | None,
     log_format: str,
 ) -> None:
@@ -280,6 +313,7 @@ def request(
     a remote error or a time-out."""
     _setup(log_level, log_format, "warning")
     with _errors("request"):
+        _check_loop(loop)
         msg = _build(uri, verb, headers, payload_text)
         opts = key_values(options, "--option")
 
@@ -287,7 +321,7 @@ def request(
             async with create(transport).client(opts) as client:
                 return (await client.request(msg, timeout=timeout)).payload
 
-        reply = asyncio.run(go())
+        reply = run_on(go, loop)
         click.echo(json.dumps(reply, ensure_ascii=False))
 
 
@@ -302,12 +336,14 @@ def request(
     default=None,
     help="Exit after this many messages.",
 )
+@_LOOP
 @_logging_options
 def listen(
     transport: str,
     pattern: str | None,
     options: tuple[str, ...],
     count: int | None,
+    loop: str,
     log_level: str | None,
     log_format: str,
 ) -> None:
@@ -315,6 +351,7 @@ def listen(
     URI-PATTERN, any verb), one JSON object per line: id, headers, payload, params."""
     _setup(log_level, log_format, "warning")
     with _errors("listen"):
+        _check_loop(loop)
         opts = key_values(options, "--option")
 
         async def go() -> None:
@@ -348,7 +385,7 @@ def listen(
                 click.echo(f"distro listen: listening on {transport} {host}:{port}", err=True)
                 await done.wait()
 
-        asyncio.run(go())
+        run_on(go, loop)
 
 
 @cli.command(name="transports")

@@ -3,7 +3,6 @@ restarted on source changes (``--reload``)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
@@ -16,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .._factory import create
+from .._loops import run as run_on
 from .._server import Server
 from .._service import Service
 from ._loading import load
@@ -32,10 +32,12 @@ def serve(
     options: dict[str, Any],
     app_dir: str,
     metrics: tuple[str, int] | None = None,
+    loop: str = "asyncio",
 ) -> None:
     """Load ``target`` and serve it here until SIGINT or SIGTERM, then close gracefully.
 
     :param metrics: ``(address, port)`` to serve Prometheus metrics on (``--metrics-port``).
+    :param loop: the event loop (``--loop``), checked by the caller.
     :raises UsageProblem: a bad target, or ``--transport``/``--option`` for a plain server;
         metrics asked for without prometheus-client, or on a port in use.
     """
@@ -48,12 +50,12 @@ def serve(
             )
         if metrics is not None:
             _serve_metrics(app, *metrics)
-        asyncio.run(app.serve_until_signalled())
+        run_on(app.serve_until_signalled, loop)
         return
     server = app.bind(transport, **options)
     if metrics is not None:
         _serve_metrics(server, *metrics)
-    asyncio.run(app.serve_until_signalled())
+    run_on(app.serve_until_signalled, loop)
 
 
 def _serve_metrics(server: Server, address: str, port: int) -> None:
@@ -126,6 +128,7 @@ def child_command(
     app_dir: str,
     log_level: str,
     log_format: str,
+    loop: str = "asyncio",
 ) -> list[str]:
     """The ``distro run`` command line of one worker (or of the process ``--reload``
     restarts)."""
@@ -134,7 +137,7 @@ def child_command(
         cmd += ["--transport", transport]
     for key, item in options.items():
         cmd += ["--option", f"{key}={json.dumps(item)}"]
-    return [*cmd, "--log-level", log_level, "--log-format", log_format]
+    return [*cmd, "--loop", loop, "--log-level", log_level, "--log-format", log_format]
 
 
 def run_workers(cmd: Sequence[str], count: int) -> int:
