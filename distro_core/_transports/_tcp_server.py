@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import weakref
 from collections.abc import Callable
+from typing import cast
 
 import attrs
 
@@ -124,8 +125,8 @@ class FrameWriter(asyncio.BufferedProtocol):
         self.lost: asyncio.Future[None] = loop.create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # A stream transport, but not always an asyncio.Transport: uvloop's are not subclasses.
+        self.transport = cast("asyncio.Transport", transport)
 
     def get_buffer(self, sizehint: int) -> memoryview:
         # Every connection of the loop reads into the one shared buffer (see the module

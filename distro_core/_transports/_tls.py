@@ -27,14 +27,13 @@ from __future__ import annotations
 import asyncio
 import os
 import ssl
-from typing import Any
+from typing import Any, cast
 
 import attrs
 
 from ..transport import Options, Receiver
 from ._tcp_server import (
     CLOSE_GRACE,
-    READ_SIZE,
     ServerLimits,
     ServerProtocol,
     TcpListener,
@@ -277,11 +276,19 @@ def tls_failure(exc: BaseException) -> str:
 class _Handshake(asyncio.BufferedProtocol):
     """An accepted connection until its TLS handshake is done: it admits or refuses it, runs
     the handshake, and keeps what arrives between the handshake's end and the hand-over to the
-    :class:`ServerProtocol` (the first frames often come with the handshake's last bytes)."""
+    :class:`ServerProtocol` (the first frames often come with the handshake's last bytes).
+
+    uvloop starts reading a connection after ``connection_made`` even when it paused it there,
+    so the client's first TLS bytes can reach this protocol before ``start_tls`` took the
+    socket over: they are kept (``_ahead``, reading paused) and fed to the TLS protocol once it
+    is connected, before the socket is read again (:meth:`_replay`)."""
 
     def __init__(self, listener: TlsListener) -> None:
         self._listener = listener
         self._early: list[bytes] = []
+        self._ahead: list[bytes] = []
+        self._raw: asyncio.Transport | None = None
+        self._started = False
         self._eof = False
         self._lost = False
         self._buffer = loop_read_view(listener.loop)
@@ -289,7 +296,8 @@ class _Handshake(asyncio.BufferedProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """The TCP connection is accepted: pause it, and start the handshake in a task."""
-        assert isinstance(transport, asyncio.Transport)
+        # A stream transport, but not always an asyncio.Transport: uvloop's are not subclasses.
+        transport = cast("asyncio.Transport", transport)
         transport.pause_reading()  # nothing is read before start_tls takes the socket over
         peername = transport.get_extra_info("peername")
         host = None
@@ -310,12 +318,18 @@ class _Handshake(asyncio.BufferedProtocol):
             )
             transport.abort()
             return
+        self._raw = transport
         task = listener.loop.create_task(self._handshake(transport, host))
         listener.handshakes.add(task)
         task.add_done_callback(listener.handshakes.discard)
+        # Runs right after the task's first step, which calls start_tls: that queued the TLS
+        # protocol's connection_made and the resumption of reading, so _replay, queued now,
+        # runs after both and before the loop next reads the socket.
+        listener.loop.call_soon(self._queue_replay)
 
     async def _handshake(self, raw: asyncio.Transport, host: str | None) -> None:
         listener = self._listener
+        self._started = True
         try:
             tls = await listener.loop.start_tls(
                 raw,
@@ -349,14 +363,26 @@ class _Handshake(asyncio.BufferedProtocol):
     def _hand_over(self, protocol: ServerProtocol) -> None:
         """Give ``protocol`` what came before it took over, as if it had read it."""
         early, self._early = self._early, []
-        buffer = protocol.get_buffer(READ_SIZE)
         for chunk in early:
-            for start in range(0, len(chunk), len(buffer)):
-                piece = chunk[start : start + len(buffer)]
-                buffer[: len(piece)] = piece
-                protocol.buffer_updated(len(piece))
+            _feed(protocol, chunk)
         if self._eof:
             protocol.eof_received()
+
+    def _queue_replay(self) -> None:
+        if self._ahead:
+            self._listener.loop.call_soon(self._replay)
+
+    def _replay(self) -> None:
+        """Feed the TLS protocol the bytes read before ``start_tls`` took the socket over."""
+        ahead, self._ahead = self._ahead, []
+        raw = self._raw
+        if raw is None or raw.is_closing():
+            return
+        tls = raw.get_protocol()
+        if tls is self:  # start_tls did not take over: the handshake task failed already
+            return
+        for chunk in ahead:
+            _feed(tls, chunk)
 
     # -- the application protocol while the handshake finishes ----------------------------
 
@@ -364,7 +390,12 @@ class _Handshake(asyncio.BufferedProtocol):
         return self._buffer
 
     def buffer_updated(self, nbytes: int) -> None:
-        self._early.append(bytes(self._buffer[:nbytes]))
+        data = bytes(self._buffer[:nbytes])
+        if self._started:
+            self._early.append(data)  # decrypted: the TLS transport's, before the hand-over
+        elif self._raw is not None:
+            self._ahead.append(data)  # raw TLS bytes, read though paused (uvloop)
+            self._raw.pause_reading()  # effective now that reading has started
 
     def eof_received(self) -> bool | None:
         self._eof = True
@@ -372,6 +403,21 @@ class _Handshake(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True
+
+
+def _feed(protocol: asyncio.BaseProtocol, data: bytes) -> None:
+    """Give ``protocol`` ``data`` as if its transport had read it."""
+    if not hasattr(protocol, "get_buffer"):  # a plain Protocol (Python 3.10's TLS one)
+        cast("asyncio.Protocol", protocol).data_received(data)
+        return
+    buffered = cast("asyncio.BufferedProtocol", protocol)
+    start = 0
+    while start < len(data):
+        buffer = memoryview(buffered.get_buffer(len(data) - start)).cast("B")
+        piece = data[start : start + len(buffer)]
+        buffer[: len(piece)] = piece
+        buffered.buffer_updated(len(piece))
+        start += len(piece)
 
 
 class TlsListener(TcpListener):

@@ -20,6 +20,12 @@ queue the datagram (and the client waits for that queue to drain past its high-w
 Every ``OSError`` of a send is raised as a :class:`~distro_core.TransportError`. Reads: asyncio
 hands over one datagram per turn of the loop; the rest of a burst is read straight from the
 socket (at most ``_BURST`` more, and not once the server pauses reading for back-pressure).
+
+Back-pressure: a paused server's socket is not read, so datagrams wait in the kernel's receive
+buffer (dropped by the kernel when it is full). uvloop's datagram transport cannot pause
+reading: on it the listener holds what arrives while paused, in order, up to
+``receive_buffer`` bytes (past that each datagram is dropped and counted ``receive_buffer``,
+as the kernel would have dropped it), and hands it over first when reading resumes.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import builtins
 import errno
 import ipaddress
 import socket
+from collections import deque
 from collections.abc import Mapping
 from typing import Any, ClassVar, Protocol, TypeVar, cast
 
@@ -84,15 +91,14 @@ def _send_error(name: str, exc: OSError, size: int, host: str, port: int) -> Tra
 
 class _DatagramTransport(Protocol):
     """What the loops' datagram transports offer (selector, proactor, uvloop); asyncio's own
-    ``DatagramTransport`` class declares only part of it."""
+    ``DatagramTransport`` class declares only part of it. ``pause_reading`` and
+    ``resume_reading`` are not here: asyncio's have them, uvloop's do not."""
 
     def sendto(self, data: bytes, addr: Any = None) -> None: ...
     def get_write_buffer_size(self) -> int: ...
     def is_closing(self) -> bool: ...
     def close(self) -> None: ...
     def abort(self) -> None: ...
-    def pause_reading(self) -> None: ...
-    def resume_reading(self) -> None: ...
 
 
 class _Endpoint(asyncio.DatagramProtocol):
@@ -185,16 +191,23 @@ class _UDPPeer(Peer):
 class _UDPListener(_Endpoint, Listener):
     """A bound datagram socket handing every datagram to the server."""
 
-    def __init__(self, name: str, sock: socket.socket, receiver: Receiver) -> None:
+    def __init__(self, name: str, sock: socket.socket, receiver: Receiver, hold_limit: int) -> None:
         super().__init__(name, sock)
         self._receiver = receiver
         self._frame_received = receiver.frame_received
         self._peers: dict[Any, _UDPPeer] = {}
         self._paused = False
+        # Held while paused on a loop that cannot pause a datagram transport (uvloop).
+        self._held: deque[tuple[bytes, Any]] = deque()
+        self._held_bytes = 0
+        self._hold_limit = hold_limit
         host, port = sock.getsockname()[:2]
         self.address = (host, port)
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
+        if self._paused:  # only on a loop that could not pause reading (uvloop)
+            self._hold(data, addr)
+            return
         peers = self._peers
         deliver = self._frame_received
         peer = peers.get(addr)
@@ -233,17 +246,50 @@ class _UDPListener(_Endpoint, Listener):
 
     def pause_reading(self) -> None:
         self._paused = True
-        if self._transport is not None and not self._transport.is_closing():
-            self._transport.pause_reading()
+        transport = self._transport
+        if transport is not None and not transport.is_closing():
+            pause = getattr(transport, "pause_reading", None)
+            if pause is not None:  # uvloop's has none: datagram_received holds instead
+                pause()
 
     def resume_reading(self) -> None:
-        if self._transport is not None and not self._transport.is_closing():
+        transport = self._transport
+        if transport is not None and not transport.is_closing():
             self._paused = False
-            self._transport.resume_reading()
+            resume = getattr(transport, "resume_reading", None)
+            if resume is not None:
+                resume()
+            else:
+                self._release()
+
+    def _hold(self, data: bytes, addr: Any) -> None:
+        """Keep a datagram that came while paused, within ``receive_buffer`` bytes."""
+        if self._held_bytes + len(data) > self._hold_limit:
+            self._receiver.frame_dropped(
+                "receive_buffer",
+                f"{self._name} {_where(*self.address)}: paused, and {self._held_bytes} bytes "
+                "already wait (receive_buffer); a datagram dropped",
+            )
+            return
+        self._held.append((data, addr))
+        self._held_bytes += len(data)
+
+    def _release(self) -> None:
+        """Hand over the held datagrams in order, until the server pauses again."""
+        held = self._held
+        while held and not self._paused:
+            data, addr = held.popleft()
+            self._held_bytes -= len(data)
+            peer = self._peers.get(addr)
+            if peer is None:
+                peer = self._new_peer(addr)
+            self._frame_received(data, peer)
 
     async def aclose(self) -> None:
         self._paused = True
         self._peers.clear()
+        self._held.clear()
+        self._held_bytes = 0
         await self._aclose()
 
 
@@ -422,7 +468,7 @@ class UDPTransport(Transport):
         except OSError as exc:
             sock.close()
             raise map_error(exc, f"{self.name} cannot listen on {where}") from exc
-        listener = _UDPListener(self.name, sock, receiver)
+        listener = _UDPListener(self.name, sock, receiver, self.receive_buffer)
         await self._start(sock, listener)
         return listener
 
