@@ -26,6 +26,7 @@ import bisect
 import logging
 from collections import deque
 from collections.abc import Callable, Iterable
+from typing import cast
 
 import redis.exceptions
 from redis.asyncio.connection import AbstractConnection
@@ -81,9 +82,8 @@ async def connect(config: RedisConfig, role: str) -> tuple[AbstractConnection, a
             f"redis transport: this redis-py ({redis.__version__}) connection exposes no "
             "stream writer; install a redis-py release distro-redis supports (>=5)"
         )
-    transport = writer.transport
-    assert isinstance(transport, asyncio.Transport)
-    return conn, transport
+    # A stream transport, but not always an asyncio.Transport: uvloop's are not subclasses.
+    return conn, cast("asyncio.Transport", writer.transport)
 
 
 async def _disconnect(conn: AbstractConnection) -> None:
