@@ -49,3 +49,21 @@ def test_a_forked_child_does_not_repeat_its_parents_ids() -> None:
     parent = {distro.message({"uri": "/p"}).id for _ in range(50)}
     assert len(child) == 50
     assert not child & parent, "the child handed out ids its parent also handed out"
+
+
+def test_threads_making_ids_at_once_each_get_their_own() -> None:
+    import threading
+
+    made: list[list[str]] = []
+
+    def make() -> None:
+        made.append([distro.message({"uri": "/t"}).id for _ in range(3000)])
+
+    threads = [threading.Thread(target=make) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    ids = [text for batch in made for text in batch]
+    assert len(ids) == 12000
+    assert len(set(ids)) == len(ids)
