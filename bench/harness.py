@@ -306,6 +306,12 @@ def _guard(
     params = args[0]
     if cpu is not None:
         os.sched_setaffinity(0, {cpu})
+    if params.get("loop") == "uvloop":
+        # Every asyncio.run of this process (distro's side and the baselines alike) gets a
+        # uvloop loop.
+        import uvloop
+
+        uvloop.install()
     try:
         if params.get("profile") and params.get("transport"):
             from profiling import run_profiled

@@ -100,6 +100,31 @@ def sender(params: dict[str, Any], address: Any, shared: Shared, results: Any) -
     asyncio.run(main())
 
 
+def naive_sender(params: dict[str, Any], address: Any, shared: Shared, results: Any) -> None:
+    """The naive raw sender: one ``await conn.publish(channel, data)`` per message (a round
+    trip to Redis each)."""
+
+    async def main() -> None:
+        conn = _client()
+        await conn.ping()
+        channel = uri = params["uri"]
+        count = params["count"]
+        publish = conn.publish
+        paced = Paced(shared, params)
+        paced.start()
+        n = 0
+        while n < count:
+            await publish(channel, raw_message(uri, n))
+            n += 1
+            if not n % paced.burst and not await paced.pause(n):
+                break
+        report = paced.finish(n)
+        await conn.aclose()
+        results.put(("sender", report))
+
+    asyncio.run(main())
+
+
 def echo_server(params: dict[str, Any], shared: Shared, results: Any) -> None:
     async def main() -> None:
         conn = _client()

@@ -107,6 +107,31 @@ def sender(params: dict[str, Any], address: Any, shared: Shared, results: Any) -
     asyncio.run(main())
 
 
+def naive_sender(params: dict[str, Any], address: Any, shared: Shared, results: Any) -> None:
+    """The naive raw sender: one ``await sock.send(data)`` on the ``zmq.asyncio`` socket per
+    message."""
+
+    async def main() -> None:
+        ctx = zmq.asyncio.Context()
+        sock = _dealer(ctx, address)
+        send = sock.send
+        uri, count = params["uri"], params["count"]
+        paced = Paced(shared, params)
+        paced.start()
+        n = 0
+        while n < count:
+            await send(raw_message(uri, n))
+            n += 1
+            if not n % paced.burst and not await paced.pause(n):
+                break
+        report = paced.finish(n)
+        sock.close()
+        ctx.term()
+        results.put(("sender", report))
+
+    asyncio.run(main())
+
+
 def echo_server(params: dict[str, Any], shared: Shared, results: Any) -> None:
     async def main() -> None:
         ctx = zmq.asyncio.Context()

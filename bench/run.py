@@ -39,6 +39,7 @@ BENCH_MODULES = {
     "redis": "redis",
     "nats": "nats-py",
     "matplotlib": "matplotlib",
+    "uvloop": "uvloop",
 }
 SECTIONS = [
     "udp4",
@@ -137,6 +138,7 @@ def machine() -> dict[str, Any]:
         "nats-py",
         "faststream",
         "kombu",
+        "uvloop",
         "pytest-benchmark",
     ]
     return {
@@ -257,6 +259,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--repeat", type=int, help="turns per scenario, best kept (default 2; --quick: 1)"
     )
+    parser.add_argument(
+        "--loops",
+        default="asyncio,uvloop",
+        help="event loops to measure every table on, comma-separated: asyncio, uvloop "
+        "(default both: one table per loop, distro and its baselines on the same loop)",
+    )
     parser.add_argument("--no-install", action="store_true", help="never pip-install bench deps")
     parser.add_argument(
         "--pin",
@@ -332,7 +340,10 @@ def main(argv: list[str]) -> int:
     )
     started = time.monotonic()
     rendered: list[str] = []
-    tables = scenarios.build_tables([s for s in sections if s in scenarios.TRANSPORTS])
+    loops = tuple(dict.fromkeys(x for x in args.loops.split(",") if x))
+    if not loops or set(loops) - {"asyncio", "uvloop"}:
+        parser.error(f"--loops takes asyncio and/or uvloop, got {args.loops!r}")
+    tables = scenarios.build_tables([s for s in sections if s in scenarios.TRANSPORTS], loops)
     for table in tables:
         scenarios.measure(table, sizes, lambda text: print(text, flush=True))
         text = render(table)
@@ -368,7 +379,10 @@ def main(argv: list[str]) -> int:
                     "machine": info,
                     "sizes": sizes,
                     "tables": {
-                        t.name: {f"{k[0]}|{k[1]}": v for k, v in t.values.items()} for t in tables
+                        (t.name if t.loop == "asyncio" else f"{t.name}@{t.loop}"): {
+                            f"{k[0]}|{k[1]}": v for k, v in t.values.items()
+                        }
+                        for t in tables
                     },
                     "memory": memory,
                     "scale": scaled,

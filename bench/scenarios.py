@@ -33,6 +33,10 @@ class Impl:
     params: dict[str, Any] = field(default_factory=dict)
     short: str = ""
     """The name in ratio column headers (``distro/<short>``); the label's first word by default."""
+    role: str = ""
+    """``"best"``: the best straightforward raw code a user would write by hand (the targets
+    compare distro with it); ``"naive"``: the plain per-message raw code beside it; ``""``: a
+    peer framework."""
 
     def __post_init__(self) -> None:
         self.short = self.short or self.label.split()[0]
@@ -59,6 +63,13 @@ class Table:
     values: dict[tuple[str, str], float] = field(default_factory=dict)
     notes: dict[tuple[str, str], str] = field(default_factory=dict)
     remarks: list[str] = field(default_factory=list)
+    loop: str = "asyncio"
+    """The event loop every process of this table runs on: ``"asyncio"`` or ``"uvloop"``."""
+
+    @property
+    def best(self) -> Impl | None:
+        """The best raw baseline (the one the targets compare distro with), if any."""
+        return next((i for i in self.impls if i.role == "best"), None)
 
     def rows(self) -> list[Row]:
         rows = [
@@ -112,11 +123,22 @@ def _distro_impl(name: str) -> Impl:
     )
 
 
-def build_tables(names: list[str]) -> list[Table]:
-    """The tables for the transports ``names`` (udp4, udp6, tcp, zmq, redis)."""
+def build_tables(names: list[str], loops: tuple[str, ...] = ("asyncio",)) -> list[Table]:
+    """The tables for the transports ``names`` (udp4, udp6, tcp, zmq, redis...), one per event
+    loop of ``loops`` (``"asyncio"``, ``"uvloop"``): on uvloop every process of the table, distro
+    and baselines alike, runs on uvloop."""
     tables = []
     for name in names:
-        tables.append(_TABLES[name](name))
+        for loop in loops:
+            table = _TABLES[name](name)
+            if loop != "asyncio":
+                table.loop = loop
+                table.title += f" [{loop}]"
+                for impl in table.impls:
+                    impl.params = {**impl.params, "loop": loop}
+                    if loop == "uvloop" and not impl.missing and not _have("uvloop"):
+                        impl.missing = "uvloop not installed (pip install 'distro-core[uvloop]')"
+            tables.append(table)
     return tables
 
 
@@ -124,21 +146,24 @@ def _udp(name: str) -> Table:
     import raw_udp
 
     host = harness.HOST6 if name == "udp6" else harness.HOST4
-    raw = Impl(
-        "raw asyncio+orjson",
+    naive = Impl(
+        "raw naive: DatagramProtocol",
+        short="naive",
+        role="naive",
         oneway=(raw_udp.receiver, raw_udp.sender),
         rr=(raw_udp.echo_server, raw_udp.client),
     )
-    tuned = Impl(
-        "raw add_reader+orjson",
-        short="add_reader",
+    best = Impl(
+        "raw best: add_reader, drained",
+        short="best",
+        role="best",
         oneway=(raw_udp.tuned_receiver, raw_udp.tuned_sender),
         rr=(raw_udp.tuned_echo_server, raw_udp.tuned_client),
     )
     table = Table(
         name,
-        f"{name}: distro vs asyncio DatagramProtocol + orjson on {host}",
-        [_distro_impl(name), raw, tuned],
+        f"{name}: distro vs raw asyncio + orjson on {host}",
+        [_distro_impl(name), best, naive],
         [("flood", {"window": None}), ("window 128", {"window": 128})],
     )
     for impl in table.impls:
@@ -150,9 +175,10 @@ def _udp(name: str) -> Table:
     )
     table.remarks.append(CONFIRM_REMARK)
     table.remarks.append(
-        "raw asyncio+orjson uses asyncio's DatagramProtocol, which reads one datagram per "
-        "wake-up into a fresh 256 KiB buffer; raw add_reader+orjson reads the socket itself "
-        "and drains every queued datagram per wake-up, as distro's udp transport does"
+        "raw naive uses asyncio's DatagramProtocol, which reads one datagram per wake-up into "
+        "a fresh 256 KiB buffer; raw best reads the socket itself with add_reader and drains "
+        "every queued datagram per wake-up, as distro's udp transport does; both build each "
+        "message with str(uuid4()) + orjson.dumps"
     )
     return table
 
@@ -169,17 +195,33 @@ CONFIRM_REMARK = (
 def _tcp(name: str) -> Table:
     import raw_tcp
 
-    raw = Impl(
-        "raw asyncio+orjson",
-        oneway=(raw_tcp.receiver, raw_tcp.sender),
+    best = Impl(
+        "raw best: writelines per burst",
+        short="best",
+        role="best",
+        oneway=(raw_tcp.receiver, raw_tcp.batched_sender),
         rr=(raw_tcp.echo_server, raw_tcp.client),
+        params={"host": harness.HOST4},
+    )
+    naive = Impl(
+        "raw naive: write per message",
+        short="naive",
+        role="naive",
+        oneway=(raw_tcp.receiver, raw_tcp.sender),
         params={"host": harness.HOST4},
     )
     table = Table(
         name,
         f"{name}: distro vs asyncio Protocol, newline-delimited JSON + orjson",
-        [_distro_impl(name), raw],
+        [_distro_impl(name), best, naive],
         [("", {"window": None})],
+    )
+    table.remarks.append(
+        "raw best builds each burst of 64 messages (str(uuid4()) + orjson.dumps each) and "
+        "writes it with one transport.writelines; raw naive calls transport.write per message "
+        "(a send system call each); both receivers split on newlines and orjson-decode each "
+        "line. Request/reply: one raw client (a future per request id, transport.write per "
+        "request, as one writes it by hand), shown in the best column"
     )
     table.remarks.append(CONFIRM_REMARK)
     return table
@@ -192,15 +234,32 @@ def _zmq(name: str) -> Table:
 
         impls.append(
             Impl(
-                "raw pyzmq",
+                "raw best: NOBLOCK send",
+                short="best",
+                role="best",
                 oneway=(raw_zmq.receiver, raw_zmq.sender),
                 rr=(raw_zmq.echo_server, raw_zmq.client),
                 params={"host": harness.HOST4},
             )
         )
+        impls.append(
+            Impl(
+                "raw naive: await send",
+                short="naive",
+                role="naive",
+                oneway=(raw_zmq.receiver, raw_zmq.naive_sender),
+                params={"host": harness.HOST4},
+            )
+        )
     else:
-        impls.append(Impl("raw pyzmq", missing="pyzmq not installed"))
-    return Table(name, f"{name}: distro vs pyzmq (zmq.asyncio) DEALER/ROUTER", impls, [("", {})])
+        impls.append(Impl("raw pyzmq", role="best", missing="pyzmq not installed"))
+    table = Table(name, f"{name}: distro vs pyzmq (zmq.asyncio) DEALER/ROUTER", impls, [("", {})])
+    table.remarks.append(
+        "raw best sends on a blocking shadow socket with NOBLOCK and awaits the asyncio socket "
+        "only when that would block (pyzmq's advice, and what distro-zmq does); raw naive "
+        "awaits zmq.asyncio's send per message; the same receiver (NOBLOCK drain) for both"
+    )
+    return table
 
 
 def _redis(name: str) -> Table:
@@ -210,13 +269,23 @@ def _redis(name: str) -> Table:
 
         impls.append(
             Impl(
-                "raw redis-py",
+                "raw best: pipelined",
+                short="best",
+                role="best",
                 oneway=(raw_redis.receiver, raw_redis.sender),
                 rr=(raw_redis.echo_server, raw_redis.client),
             )
         )
+        impls.append(
+            Impl(
+                "raw naive: await publish",
+                short="naive",
+                role="naive",
+                oneway=(raw_redis.receiver, raw_redis.naive_sender),
+            )
+        )
     else:
-        impls.append(Impl("raw redis-py", missing="redis not installed"))
+        impls.append(Impl("raw redis-py", role="best", missing="redis not installed"))
     if _have("faststream") and _have("redis"):
         import peers
 
@@ -242,7 +311,8 @@ def _redis(name: str) -> Table:
         [("", {})],
     )
     table.remarks.append(
-        "raw redis-py PUBLISHes in pipelines of 64 (the burst) to a subscriber; FastStream "
+        "raw best (redis-py) PUBLISHes in pipelines of 64 (the burst) to a subscriber; raw "
+        "naive awaits one PUBLISH per message (a round trip each); FastStream "
         "publishes one message per await as its API does; Kombu is a queue (LPUSH/BRPOP), "
         "not pub/sub, and has no request/reply"
     )
@@ -261,10 +331,14 @@ def _redis_streams(name: str) -> Table:
         import raw_redis
 
         impls.append(
-            Impl("raw redis-py", oneway=(raw_redis.streams_receiver, raw_redis.streams_sender))
+            Impl(
+                "raw redis-py",
+                role="best",
+                oneway=(raw_redis.streams_receiver, raw_redis.streams_sender),
+            )
         )
     else:
-        impls.append(Impl("raw redis-py", missing="redis not installed"))
+        impls.append(Impl("raw redis-py", role="best", missing="redis not installed"))
     if _have("faststream") and _have("redis"):
         import peers
 
@@ -306,12 +380,13 @@ def _nats(name: str) -> Table:
         impls.append(
             Impl(
                 "raw nats-py",
+                role="best",
                 oneway=(raw_nats.receiver, raw_nats.sender),
                 rr=(raw_nats.echo_server, raw_nats.client),
             )
         )
     else:
-        impls.append(Impl("raw nats-py", missing="nats-py not installed"))
+        impls.append(Impl("raw nats-py", role="best", missing="nats-py not installed"))
     if _have("faststream") and _have("nats"):
         import peers_nats
 
@@ -360,7 +435,7 @@ def _jetstream(name: str) -> Table:
         Impl("distro", oneway=(jetstream.distro_receiver, jetstream.distro_sender))
         if name in distro.transports()
         else Impl("distro", missing=f"transport {name!r} not available (not installed yet)"),
-        Impl("raw nats-py", oneway=(jetstream.raw_receiver, jetstream.raw_sender)),
+        Impl("raw nats-py", role="best", oneway=(jetstream.raw_receiver, jetstream.raw_sender)),
     ]
     for impl in impls:
         impl.params["transport"] = name if impl.label == "distro" else None
