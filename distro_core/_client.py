@@ -5,6 +5,7 @@ client is in ``_sync_client``."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 import math
@@ -12,6 +13,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import _protocol
+from ._backlog import Backlog
 from ._confirm import Retransmit
 from ._exceptions import (
     ConnectionError,
@@ -99,6 +101,8 @@ class Client:
         self._pending: _protocol.Pending[asyncio.Future[Any]] = _protocol.Pending()
         self._limit = caps.max_message_size
         self._can_request = caps.request_reply
+        self._backlog: Backlog | None = None  # what send_nowait could not write at once
+        self._failed: Backlog | None = None  # the last backlog, until its error is raised
 
     async def open(self) -> None:
         """Open the link to the server.
@@ -130,6 +134,10 @@ class Client:
         """Close the link; requests still waiting fail with ConnectionError. Idempotent."""
         if self._state is _State.CLOSED:
             return
+        if self._backlog is not None:
+            # What send_nowait queued goes out before the link closes (a failure was logged).
+            with contextlib.suppress(DistroError):
+                await self._backlog.drain()
         self._state = _State.CLOSED
         self._fail_pending(ConnectionError(f"client for {self._describe()} closed"))
         if self._conn is not None:
@@ -197,8 +205,86 @@ class Client:
         limit = self._limit
         if limit is not None and len(data) > limit:
             raise MessageTooLarge(len(data), limit, self.transport.name)
+        if self._backlog is None:
+            if conn.send_nowait(data, msg):  # written at once: no coroutine of the transport's
+                self.stats.sent += 1
+                return
+        else:
+            await self._backlog.drain()  # after what send_nowait queued, in order
         await conn.send(data, msg)
         self.stats.sent += 1
+
+    def send_nowait(self, msg: Message) -> None:
+        """Send ``msg`` one way without waiting: for a sender of many messages in a row.
+
+        The message is written to the connection at once when it takes it without waiting
+        (tcp and udp while their socket takes more; zmq under its high-water mark), else
+        queued behind the others and sent in order by a task of the client's. Like asyncio's
+        ``StreamWriter.write``, it never waits for the peer: call ``await client.drain()``
+        every burst (say every 64 messages) so that a slow server slows the sender down and
+        memory stays bounded::
+
+            for n, order in enumerate(orders, 1):
+                client.send_nowait(distro.message(headers, order))
+                if n % 64 == 0:
+                    await client.drain()
+            await client.drain()
+
+        What ``await client.send(msg)`` guarantees holds once ``drain()`` returned: every
+        message was handed to the transport, in order.
+
+        :raises MessageTooLarge: it does not fit in one frame of this transport.
+        :raises TransportError: messages queued earlier could not be sent (they are counted
+            in the error's text and logged); raised once, by this or the next :meth:`drain`.
+        :raises StateError: the client is not open.
+        """
+        conn = self._conn
+        if self._state is not _State.OPEN:
+            self._check_open()
+        if type(msg) is not Message and not isinstance(msg, Message):
+            raise TypeError(f"send_nowait() takes a distro Message, got {type(msg).__name__}")
+        data = msg.to_bytes()
+        limit = self._limit
+        if limit is not None and len(data) > limit:
+            raise MessageTooLarge(len(data), limit, self.transport.name)
+        backlog = self._backlog
+        if backlog is None:
+            if self._failed is not None:
+                self._failed.raise_error()
+            if conn is not None and conn.send_nowait(data, msg):
+                self.stats.sent += 1
+                return
+            backlog = self._backlog = Backlog(
+                self._send_queued, self._count_sent, self._backlog_done, self._logger
+            )
+        backlog.push(data, msg)
+
+    async def drain(self) -> None:
+        """Wait until every message given to :meth:`send_nowait` was handed to the transport
+        (as ``await send(msg)`` returns), in order; at once when none is waiting.
+
+        :raises TransportError: one could not be sent; it and those queued behind it were
+            dropped (the error says how many; they are logged too).
+        """
+        backlog = self._backlog or self._failed
+        if backlog is not None:
+            await backlog.drain()
+            self._failed = None
+
+    async def _send_queued(self, data: bytes, msg: Message) -> None:
+        if self._conn is not None:
+            await self._conn.send(data, msg)
+        else:
+            assert self._members is not None
+            await self._members.send(data, msg)
+
+    def _count_sent(self) -> None:
+        self.stats.sent += 1
+
+    def _backlog_done(self, backlog: Backlog) -> None:
+        if self._backlog is backlog:
+            self._backlog = None
+        self._failed = backlog  # keeps the error (if any) for the next drain or send_nowait
 
     async def _send_other(self, msg: Message, confirm: bool, timeout: float) -> None:
         """A confirmed send, a send over ``servers=``, or a send on a client not open."""

@@ -193,6 +193,15 @@ class _TcpConnection(Connection):
         self._protocol = protocol
         return protocol
 
+    def send_nowait(self, data: bytes, message: Message) -> bool:
+        protocol = self._protocol
+        if protocol is None or protocol.batcher.write_paused or protocol.transport.is_closing():
+            return False  # send() reconnects or waits for the socket
+        if _NL in data:
+            raise MessageError(f"message {message.id} holds a raw newline; it cannot be framed")
+        protocol.write_frame(data)
+        return True
+
     async def send(self, data: bytes, message: Message) -> None:
         protocol = self._protocol
         if protocol is None or protocol.transport.is_closing():

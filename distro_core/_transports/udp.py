@@ -346,6 +346,12 @@ class _UDPConnection(_Endpoint, Connection):
         if not self._closing:
             self._receiver.connection_lost(exc)
 
+    def send_nowait(self, data: bytes, message: Message) -> bool:
+        if self._closing or self._writable is not None:
+            return False  # send() raises, or waits for the socket
+        self._sendto(data, None, self._host, self._port)
+        return True
+
     async def send(self, data: bytes, message: Message) -> None:
         if self._closing:
             raise ConnectionError(f"{self._name} client of {_where(self._host, self._port)} closed")
