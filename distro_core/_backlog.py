@@ -58,6 +58,11 @@ class Backlog:
     def __len__(self) -> int:
         return len(self._frames)
 
+    @property
+    def failed(self) -> bool:
+        """Whether a frame was refused and the error not raised yet."""
+        return self._error is not None
+
     async def _run(self) -> None:
         frames = self._frames
         try:

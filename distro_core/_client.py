@@ -266,7 +266,7 @@ class Client:
         :raises TransportError: one could not be sent; it and those queued behind it were
             dropped (the error says how many; they are logged too).
         """
-        backlog = self._backlog or self._failed
+        backlog = self._backlog if self._backlog is not None else self._failed
         if backlog is not None:
             await backlog.drain()
             self._failed = None
@@ -284,7 +284,8 @@ class Client:
     def _backlog_done(self, backlog: Backlog) -> None:
         if self._backlog is backlog:
             self._backlog = None
-        self._failed = backlog  # keeps the error (if any) for the next drain or send_nowait
+        if backlog.failed:
+            self._failed = backlog  # keeps the error for the next drain or send_nowait
 
     async def _send_other(self, msg: Message, confirm: bool, timeout: float) -> None:
         """A confirmed send, a send over ``servers=``, or a send on a client not open."""
