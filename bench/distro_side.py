@@ -1,9 +1,10 @@
 """The distro side of every scenario, for any transport: written as a user would write it.
 
 The sender builds each message with ``distro.message(...)`` (a fresh id each time) and awaits
-``client.send``; the receiver is a server with one ``POST`` route whose plain handler counts the
-message (the core has decoded and routed it by then). Request/reply: a plain handler returns
-the payload; the client awaits ``client.request``. Confirmed sends: tasks awaiting
+``client.send`` (or, in the ``send_nowait`` rows, calls ``client.send_nowait`` and awaits
+``client.drain()`` once per burst); the receiver is a server with one ``POST`` route whose plain
+handler counts the message (the core has decoded and routed it by then). Request/reply: a plain
+handler returns the payload; the client awaits ``client.request``. Confirmed sends: tasks awaiting
 ``client.send(msg, confirm=True)``, a server counting each message by id.
 """
 
@@ -106,11 +107,24 @@ def sender(params: dict[str, Any], address: Any, shared: Shared, results: Any) -
             paced = Paced(shared, params)
             paced.start()
             n = 0
-            while n < count:
-                await send(message(headers, payload(n)))
-                n += 1
-                if not n % paced.burst and not await paced.pause(n):
-                    break
+            if params.get("nowait"):
+                # client.send_nowait per message, await client.drain() per burst: the shape
+                # of the best raw sender (a burst written at once, flow control per burst).
+                send_nowait, drain = client.send_nowait, client.drain
+                while n < count:
+                    send_nowait(message(headers, payload(n)))
+                    n += 1
+                    if not n % paced.burst:
+                        await drain()
+                        if not await paced.pause(n):
+                            break
+                await drain()
+            else:
+                while n < count:
+                    await send(message(headers, payload(n)))
+                    n += 1
+                    if not n % paced.burst and not await paced.pause(n):
+                        break
             report = paced.finish(n)
         results.put(("sender", report))
 
