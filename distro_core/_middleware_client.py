@@ -1,7 +1,8 @@
 """A client's middleware path: installed by :meth:`Client.open` when its chain has client-side
-hooks, in place of the client's own ``send``, ``request`` and ``frame_received`` (instance
-attributes: a client without middleware keeps its path unchanged), and around its connections
-(every frame sent goes through the ``outgoing`` hooks)."""
+hooks, in place of the client's own ``send``, ``send_nowait``, ``request`` and
+``frame_received`` (instance attributes: a client without middleware keeps its path
+unchanged), and around its connections (every frame sent goes through the ``outgoing``
+hooks)."""
 
 from __future__ import annotations
 
@@ -71,6 +72,23 @@ class ClientMiddleware:
         ctx, sent = self._start(msg, "confirm" if confirm else "send")
         try:
             await send(client, sent, confirm=confirm, timeout=timeout)
+        except BaseException as exc:
+            ctx.error = exc
+            self._end(ctx)
+            raise
+        self._end(ctx)
+
+    def send_nowait(self, msg: Message) -> None:
+        """The client's :meth:`~distro_core.Client.send_nowait`, through the chain: a one-way
+        send (``ctx.kind`` ``"send"``), finished once the message was written or queued."""
+        client = self._client
+        send_nowait = type(client).send_nowait
+        if not isinstance(msg, Message):
+            send_nowait(client, msg)  # raises the TypeError
+            return
+        ctx, sent = self._start(msg, "send")
+        try:
+            send_nowait(client, sent)
         except BaseException as exc:
             ctx.error = exc
             self._end(ctx)
@@ -197,6 +215,7 @@ def install(client: Client, chain: Chain, logger: Logger) -> ClientMiddleware:
     mw = ClientMiddleware(client, chain, logger)
     if chain.sending or chain.finished:
         client.send = mw.send  # type: ignore[method-assign]
+        client.send_nowait = mw.send_nowait  # type: ignore[method-assign]
         client.request = mw.request  # type: ignore[method-assign]
     if chain.reply_received:
         client.frame_received = mw.frame_received  # type: ignore[method-assign]
