@@ -189,6 +189,134 @@ class TransportSuite:
         if self.caps(factory).reliable:
             assert len(got.payloads) == count
 
+    # -- sending many without waiting (send_nowait and drain) -----------------------------
+
+    def nowait_count(self, factory: distro.Factory) -> int:
+        """How many messages the send_nowait tests send: fewer where datagrams may be lost
+        under a flood (not ``reliable``), so that most of them still arrive."""
+        return 400 if self.caps(factory).reliable else 200
+
+    async def test_send_nowait_messages_arrive_and_are_counted_after_drain(
+        self, factory: distro.Factory
+    ) -> None:
+        caps = self.caps(factory)
+        server = factory.server(self.server_options(factory))
+        got = Recorder()
+        server.post("/nowait", got)
+        count = self.nowait_count(factory)
+        async with self.serving(factory, server) as (_, client):
+            for i in range(count):
+                client.send_nowait(distro.message({"uri": "/nowait", "verb": "POST"}, i))
+                if i % 16 == 15:
+                    await asyncio.wait_for(client.drain(), 15)
+                    if not caps.reliable:
+                        await asyncio.sleep(0)  # a yield: let the receiver read its socket
+            await asyncio.wait_for(client.drain(), 15)
+            # Once drain() returned, every message was handed to the transport and counted.
+            assert client.stats.sent == count
+            await got.wait_for(count if caps.reliable else 1, timeout=15)
+        payloads: list[Any] = got.payloads
+        assert len(set(payloads)) == len(payloads), "a message arrived twice"
+        assert set(payloads) <= set(range(count))
+        if caps.reliable:
+            assert len(payloads) == count
+        if caps.ordered:
+            assert payloads == sorted(payloads), "send_nowait changed the order"
+
+    async def test_send_nowait_and_send_mixed_keep_their_order(
+        self, factory: distro.Factory
+    ) -> None:
+        caps = self.caps(factory)
+        server = factory.server(self.server_options(factory))
+        got = Recorder()
+        server.post("/mixed", got)
+        count = 90
+        async with self.serving(factory, server) as (_, client):
+            for i in range(count):
+                msg = distro.message({"uri": "/mixed", "verb": "POST"}, i)
+                if i % 3 == 2:
+                    await client.send(msg)  # after what send_nowait queued before it
+                else:
+                    client.send_nowait(msg)
+            await asyncio.wait_for(client.drain(), 15)
+            assert client.stats.sent == count
+            await got.wait_for(count if caps.reliable else 1, timeout=15)
+        payloads: list[Any] = got.payloads
+        if caps.reliable:
+            assert sorted(payloads) == list(range(count))
+        if caps.ordered:
+            assert payloads == list(range(count))
+        else:
+            assert set(payloads) <= set(range(count))
+
+    async def test_drain_with_nothing_queued_returns_at_once(self, factory: distro.Factory) -> None:
+        def at_once(waiting: Any) -> None:
+            # Driven by hand, without the loop: a drain that had to wait would yield here.
+            with pytest.raises(StopIteration):
+                waiting.send(None)
+
+        server = factory.server(self.server_options(factory))
+        got = Recorder()
+        server.post("/idle", got)
+        async with self.serving(factory, server) as (_, client):
+            at_once(client.drain())  # nothing was ever sent
+            client.send_nowait(distro.message({"uri": "/idle", "verb": "POST"}, 1))
+            await asyncio.wait_for(client.drain(), 15)
+            at_once(client.drain())  # everything already went
+            await client.send(distro.message({"uri": "/idle", "verb": "POST"}, 2))
+            at_once(client.drain())
+            await got.wait_for(2 if self.caps(factory).reliable else 1, timeout=10)
+        assert client.stats.sent == 2
+
+    async def test_send_nowait_on_a_client_not_open_raises_state_error(
+        self, factory: distro.Factory
+    ) -> None:
+        msg = distro.message({"uri": "/closed", "verb": "POST"})
+        async with self.serving(factory) as (server, client):
+            unopened = factory.client(self.client_options(factory, server))
+            with pytest.raises(distro.StateError):
+                unopened.send_nowait(msg)
+        with pytest.raises(distro.StateError):
+            client.send_nowait(msg)
+        assert client.stats.sent == unopened.stats.sent == 0
+
+    async def test_send_nowait_takes_only_messages(self, factory: distro.Factory) -> None:
+        server = factory.server(self.server_options(factory))
+        got = Recorder()
+        server.post("/typed", got)
+        async with self.serving(factory, server) as (_, client):
+            for wrong in ({"uri": "/typed", "verb": "POST"}, b'{"uri":"/typed"}', None):
+                with pytest.raises(TypeError, match="Message"):
+                    client.send_nowait(wrong)  # type: ignore[arg-type]
+            await asyncio.wait_for(client.drain(), 15)
+            assert client.stats.sent == 0
+            client.send_nowait(distro.message({"uri": "/typed", "verb": "POST"}, "ok"))
+            await asyncio.wait_for(client.drain(), 15)
+            await got.wait_for(1)
+        assert got.payloads == ["ok"]
+
+    async def test_send_nowait_raises_message_too_large_at_once(
+        self, factory: distro.Factory
+    ) -> None:
+        limit = self.caps(factory).max_message_size
+        if limit is None:
+            pytest.skip(f"{factory.name} declares no message size limit")
+        server = factory.server(self.server_options(factory))
+        got = Recorder()
+        server.post("/big", got)
+        async with self.serving(factory, server) as (_, client):
+            room = limit - len(distro.message({"uri": "/big", "verb": "POST"}, "").to_bytes())
+            too_big = distro.message({"uri": "/big", "verb": "POST"}, "z" * (room + 1))
+            with pytest.raises(distro.MessageTooLarge) as info:
+                client.send_nowait(too_big)  # raised here, not by a later drain()
+            assert info.value.limit == limit
+            await asyncio.wait_for(client.drain(), 15)  # nothing was queued: nothing to raise
+            assert client.stats.sent == 0
+            client.send_nowait(distro.message({"uri": "/big", "verb": "POST"}, "small"))
+            await asyncio.wait_for(client.drain(), 15)
+            [msg] = await got.wait_for(1)
+        assert msg.payload == "small"
+
     async def test_unicode_big_integers_and_nesting_survive(self, factory: distro.Factory) -> None:
         server = factory.server(self.server_options(factory))
         got = Recorder()
