@@ -16,7 +16,15 @@ from ._codec import BACKEND, CodecError, dumps, encode_and_copy, loads
 from ._exceptions import MessageError
 from ._ids import new_id
 
-__all__ = ["VERBS", "Message", "message", "new_message", "parse", "parse_parts"]
+__all__ = [
+    "VERBS",
+    "Message",
+    "message",
+    "new_message",
+    "parse",
+    "parse_parts",
+    "plain_encoding",
+]
 
 VERBS = frozenset({"HEAD", "GET", "POST", "PUT", "DELETE", "PATCH"})
 """The verbs a message may carry in its ``verb`` header."""
@@ -259,40 +267,21 @@ def message(headers: Mapping[str, Any], payload: Any = None, *, id: str | None =
             raise MessageError(f"headers must be a mapping, got {type(headers).__name__}")
         headers = dict(headers)
     headers = _check_headers(headers)
-    if _FAST:
-        # Plain JSON values (the common case) survive the round trip by construction, which
-        # orjson and a look at the values' types prove (see _plain); the message keeps a copy
-        # of its flat headers, and decodes its payload from its own encoding only when someone
-        # reads it (a sender seldom does).
-        try:
-            raw = _orjson_dumps({"id": id, "headers": headers, "payload": payload}, option=_OPTS)
-        except TypeError:
-            raw = None  # beyond orjson (long integers, odd types): the careful path decides
-        if (
-            raw is not None
-            and b"null" not in raw  # NaN and infinities become null; so may a None: careful path
-            and (
-                # Checked above: the uri is a str, the verb a str or None.
-                len(headers) == 1
-                or (len(headers) == 2 and "verb" in headers)
-                or set(map(type, headers.values())) <= _SCALARS
-            )
-            and (
-                set(map(type, payload.values())) <= _SCALARS  # a flat object, the most common
-                if type(payload) is dict
-                else _plain(payload)
-            )
-        ):
-            # orjson's output keeps a ~4 KiB buffer behind a small message; a message may be
-            # kept for a long time, so it keeps a right-sized copy (about 0.15 µs) instead.
-            msg = _new(Message)
-            _set_id(msg, id)
-            _set_headers(msg, headers.copy())
-            _set_payload(msg, _UNDECODED)
-            _set_params(msg, {})
-            _set_raw(msg, bytes(memoryview(raw)))
-            _set_identity(msg, None)
-            return msg
+    # Plain JSON values (the common case) survive the round trip by construction (see
+    # plain_encoding): the message keeps a copy of its flat headers, and decodes its payload
+    # from its own encoding only when someone reads it (a sender seldom does).
+    raw = plain_encoding(id, headers, payload)
+    if raw is not None:
+        # orjson's output keeps a ~4 KiB buffer behind a small message; a message may be kept
+        # for a long time, so it keeps a right-sized copy (about 0.15 µs) instead.
+        msg = _new(Message)
+        _set_id(msg, id)
+        _set_headers(msg, headers.copy())
+        _set_payload(msg, _UNDECODED)
+        _set_params(msg, {})
+        _set_raw(msg, bytes(memoryview(raw)))
+        _set_identity(msg, None)
+        return msg
     try:
         # The decoded copy becomes the message's own headers and payload: it proves the round
         # trip and detaches the message from objects the caller may mutate later.
@@ -303,6 +292,40 @@ def message(headers: Mapping[str, Any], payload: Any = None, *, id: str | None =
     if not same:
         raise MessageError(_explain(headers, payload, "message does not survive a JSON round trip"))
     return new_message(id, copy["headers"], copy["payload"], {}, bytes(memoryview(raw)))
+
+
+def plain_encoding(id: str, headers: dict[str, Any], payload: Any) -> bytes | None:
+    """The wire form of a message made of plain JSON values, or None when the values need the
+    careful path (encode, decode, compare: :func:`message`), which also explains what is wrong.
+
+    Plain: ``headers`` (already checked by ``_check_headers``) hold only str, int, float, bool
+    and None; the payload only dicts, lists and those. orjson encoding them without writing a
+    ``null`` proves the rest: keys are strings, integers fit, nothing is circular, strings are
+    valid, no float was NaN or infinite. Such values decode to equal ones, so no round trip is
+    needed to know the message survives it. The bytes are orjson's own (see ``message``).
+    """
+    if not _FAST:
+        return None
+    try:
+        raw: bytes = _orjson_dumps({"id": id, "headers": headers, "payload": payload}, option=_OPTS)
+    except TypeError:
+        return None  # beyond orjson (long integers, odd types): the careful path decides
+    if (
+        b"null" not in raw  # NaN and infinities become null; so may a None: careful path
+        and (
+            # The uri is a str, the verb a str or None (checked by _check_headers).
+            len(headers) == 1
+            or (len(headers) == 2 and "verb" in headers)
+            or set(map(type, headers.values())) <= _SCALARS
+        )
+        and (
+            set(map(type, payload.values())) <= _SCALARS  # a flat object, the most common
+            if type(payload) is dict
+            else _plain(payload)
+        )
+    ):
+        return raw
+    return None
 
 
 _SCALARS = frozenset({str, int, float, bool, type(None)})

@@ -24,7 +24,7 @@ import attrs
 from ._codec import CodecError, dumps, encode_and_copy
 from ._exceptions import MessageError, RemoteError
 from ._ids import new_id
-from ._message import Message, message
+from ._message import _UNDECODED, Message, message, plain_encoding
 from ._reply import Reply
 
 __all__ = [
@@ -139,12 +139,33 @@ def as_request(
     """Encode ``msg`` as a request: same id, headers plus ``replyTo`` and, given ``timeout``
     (seconds), ``replyWithin`` (whole milliseconds, rounded up); with ``confirm``, the
     ``"confirm": true`` header of a confirmed send (docs/wire-format.md)."""
-    headers = {**msg.headers, "replyTo": reply_to}
+    old = msg.headers
+    headers = {**old, "replyTo": reply_to}
     if timeout is not None:
         headers[REPLY_WITHIN] = max(1, math.ceil(timeout * 1000))
     if confirm:
         headers["confirm"] = True
+    raw = msg._raw
+    if (
+        msg._payload is _UNDECODED
+        and raw is not None
+        and "replyTo" not in old
+        and REPLY_WITHIN not in old
+        and "confirm" not in old
+    ):
+        # Made by message() and not decoded yet: its encoding is orjson's of the id, the
+        # headers and the payload, in that order, so the request is that encoding with the
+        # new headers written before the headers object closes; the payload is not decoded
+        # and encoded again.
+        # The id comes first, and a quote in it would be escaped: the first ',"headers":'
+        # is the member's own.
+        end = raw.index(_HEADERS) + len(_HEADERS) + len(dumps(old)) - 1
+        added = dumps({k: headers[k] for k in headers if k not in old})
+        return b"".join((raw[:end], b",", added[1:-1], raw[end:]))
     return dumps({"id": msg.id, "headers": headers, "payload": msg.payload})
+
+
+_HEADERS = b',"headers":'
 
 
 def reply_within(headers: dict[str, Any]) -> float | None:
@@ -164,10 +185,14 @@ def reply(request: Message, payload: Any) -> bytes:
     :raises MessageError: the payload (or a Reply's headers) is not a JSON value (the handler
         returned something else).
     """
+    id = new_id()
+    headers = {"uri": REPLY, "inReplyTo": request.id}
+    plain = plain_encoding(id, headers, payload)
+    if plain is not None:
+        # A right-sized copy: a confirmed send's reply is kept in the server's window.
+        return bytes(memoryview(plain))
     try:
-        data, copy = encode_and_copy(
-            {"id": new_id(), "headers": {"uri": REPLY, "inReplyTo": request.id}, "payload": payload}
-        )
+        data, copy = encode_and_copy({"id": id, "headers": headers, "payload": payload})
         same = copy is not None and copy["payload"] == payload
     except (CodecError, RecursionError):
         # A Reply is no JSON value either: found here, plain values pay nothing for it.
