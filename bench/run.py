@@ -54,6 +54,7 @@ SECTIONS = [
     "nats-bounce",
     "memory",
     "scale",
+    "costs",
     "micro",
 ]
 DEFAULT = [
@@ -68,6 +69,7 @@ DEFAULT = [
     "nats-bounce",
     "memory",
     "scale",
+    "costs",
     "micro",
 ]
 
@@ -302,6 +304,7 @@ def main(argv: list[str]) -> int:
     if not args.no_install:
         ensure_bench_deps()
     sys.path.insert(0, str(BENCH))
+    import costs
     import memcheck
     import scale
     import scenarios
@@ -364,6 +367,10 @@ def main(argv: list[str]) -> int:
                 plots = Path(tempfile.mkdtemp(prefix="distro-scale-"))
         scaled = scale.run(args.quick, lambda text: print(text, flush=True), plots)
         print("\n" + scale.render(scaled) + "\n", flush=True)
+    cost_split: dict[str, Any] = {}
+    if "costs" in sections:
+        cost_split = costs.run(args.quick, lambda text: print(text, flush=True))
+        print("\n" + costs.render(cost_split) + "\n", flush=True)
     code = 0
     micro: dict[str, float] = {}
     if "micro" in sections:
@@ -386,6 +393,7 @@ def main(argv: list[str]) -> int:
                     },
                     "memory": memory,
                     "scale": scaled,
+                    "costs": cost_split,
                     "micro_median_seconds": micro,
                 },
                 indent=2,
