@@ -101,6 +101,7 @@ class Client:
         self._pending: _protocol.Pending[asyncio.Future[Any]] = _protocol.Pending()
         self._limit = caps.max_message_size
         self._can_request = caps.request_reply
+        self._plain_requests = False  # the connection sends requests as other frames
         self._backlog: Backlog | None = None  # what send_nowait could not write at once
         self._failed: Backlog | None = None  # the last backlog, until its error is raised
 
@@ -121,6 +122,8 @@ class Client:
             mw = install(self, chain, self._logger)
         if self._members is None:
             conn = self._conn = await self.transport.connect(self)
+            # A request frame goes out as any other frame: written at once when it can be.
+            self._plain_requests = type(conn).request is Connection.request
             # A durable transport whose connection confirms storing: confirm=True means stored.
             durable = self.transport.capabilities.durable
             self._stores = durable and type(conn).store is not Connection.store
@@ -201,7 +204,9 @@ class Client:
             return
         if type(msg) is not Message and not isinstance(msg, Message):
             raise TypeError(f"send() takes a distro Message, got {type(msg).__name__}")
-        data = msg.to_bytes()
+        data = msg._raw  # the wire form message() and parse() keep
+        if data is None:
+            data = msg.to_bytes()
         limit = self._limit
         if limit is not None and len(data) > limit:
             raise MessageTooLarge(len(data), limit, self.transport.name)
@@ -243,7 +248,9 @@ class Client:
             self._check_open()
         if type(msg) is not Message and not isinstance(msg, Message):
             raise TypeError(f"send_nowait() takes a distro Message, got {type(msg).__name__}")
-        data = msg.to_bytes()
+        data = msg._raw
+        if data is None:
+            data = msg.to_bytes()
         limit = self._limit
         if limit is not None and len(data) > limit:
             raise MessageTooLarge(len(data), limit, self.transport.name)
@@ -342,7 +349,8 @@ class Client:
         try:
             timer = loop.call_later(timeout, expire, future, msg.id, timeout)
             try:
-                await conn.request(data, msg)
+                if not (self._plain_requests and conn.send_nowait(data, msg)):
+                    await conn.request(data, msg)
                 reply: Message = await future
                 return reply
             finally:
