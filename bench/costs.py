@@ -104,26 +104,37 @@ class _FakePeer(kit.Peer):
 
 
 class _Timer:
-    """timeit with a calibrated loop count, the empty loop's cost subtracted, best of repeats."""
+    """timeit with calibrated loop counts, the empty loop's cost subtracted, best of repeats;
+    the statements of one group take turns, so that a burst of load from elsewhere on the
+    machine lands on all of them rather than on one."""
 
     def __init__(self, quick: bool) -> None:
-        self.repeat = 3 if quick else 7
-        self.target = 0.01 if quick else 0.04  # seconds per repeat
+        self.repeat = 3 if quick else 9
+        self.target = 0.008 if quick else 0.03  # seconds per statement and repeat
         self.empty = 0.0
-        self.empty = self.ns("pass", {}, 1)
+        self.empty = self.group([("pass", {}, 1)])[0]
 
-    def ns(self, stmt: str, names: dict[str, Any], per: int) -> float:
-        """Nanoseconds per message of ``stmt``, which handles ``per`` messages."""
-        timer = timeit.Timer(stmt, globals=names)
-        number = 1
-        while True:
-            took = timer.timeit(number)
-            if took >= self.target / 5:
-                break
-            number *= 10 if took < self.target / 50 else 2
-        number = max(1, int(number * self.target / took))
-        best = min(timer.repeat(self.repeat, number)) / number
-        return max(0.0, best * 1e9 - self.empty) / per
+    def group(self, stmts: list[tuple[str, dict[str, Any], int]]) -> list[float]:
+        """Nanoseconds per message of each ``(stmt, names, per)``, where ``stmt`` handles
+        ``per`` messages."""
+        timers = []
+        for stmt, names, _ in stmts:
+            timer = timeit.Timer(stmt, globals=names)
+            number = 1
+            while True:
+                took = timer.timeit(number)
+                if took >= self.target / 5:
+                    break
+                number *= 10 if took < self.target / 50 else 2
+            timers.append((timer, max(1, int(number * self.target / took))))
+        best = [float("inf")] * len(stmts)
+        for _ in range(self.repeat):
+            for index, (timer, number) in enumerate(timers):
+                best[index] = min(best[index], timer.timeit(number) / number)
+        return [
+            max(0.0, seconds * 1e9 - self.empty) / per
+            for seconds, (_, _, per) in zip(best, stmts, strict=True)
+        ]
 
 
 async def _send_costs(
@@ -144,7 +155,7 @@ async def _send_costs(
         loop = asyncio.get_running_loop()
         msg = distro.message(HEADERS, PAYLOAD)
         data = msg.to_bytes()
-        bursts = 300 if quick else 2000
+        bursts = 300 if quick else 1000
         sleep = asyncio.sleep
 
         async def empty() -> None:
@@ -233,7 +244,6 @@ async def _measure(quick: bool, log: Callable[[str], None]) -> dict[str, Any]:
     rows: dict[str, tuple[float, float]] = {}
     msg = distro.message(HEADERS, PAYLOAD)
     wire = msg.to_bytes()
-    an_id = msg.id
     names: dict[str, Any] = {
         "message": distro.message,
         "parse": distro.parse,
@@ -244,28 +254,32 @@ async def _measure(quick: bool, log: Callable[[str], None]) -> dict[str, Any]:
         "OPTS": _OPTS,
         "H": HEADERS,
         "P": PAYLOAD,
-        "ID": an_id,
+        "ID": msg.id,
         "WIRE": wire,
     }
 
-    def pair(key: str, ours: str, raw: str | None, per: int = 1, **more: Any) -> None:
+    def pairs(wanted: list[tuple[str, str, str | None]], per: int = 1, **more: Any) -> None:
+        """Time ``(key, distro_stmt, raw_stmt)`` in one group; rows[key] = (distro, raw)."""
         scope = {**names, **more}
-        rows[key] = (
-            timer.ns(ours, scope, per),
-            float("nan") if raw is None else timer.ns(raw, scope, per),
-        )
+        stmts = [(s, scope, per) for _, ours, raw in wanted for s in (ours, raw) if s]
+        found = iter(timer.group(stmts))
+        for key, _, raw in wanted:
+            rows[key] = (next(found), float("nan") if raw is None else next(found))
 
-    log("  costs: build, parse, route ...")
-    pair("build", "message(H, P)", "dumps({'id': str(uuid4()), 'headers': H, 'payload': P})")
-    pair("id", "new_id()", "str(uuid4())")
-    pair(
-        "encode",
-        "dumps({'id': ID, 'headers': H, 'payload': P}, option=OPTS)",
-        "dumps({'id': ID, 'headers': H, 'payload': P})",
+    log("  costs: build ...")
+    pairs(
+        [
+            ("build", "message(H, P)", "dumps({'id': str(uuid4()), 'headers': H, 'payload': P})"),
+            ("id", "new_id()", "str(uuid4())"),
+            (
+                "encode",
+                "dumps({'id': ID, 'headers': H, 'payload': P}, option=OPTS)",
+                "dumps({'id': ID, 'headers': H, 'payload': P})",
+            ),
+        ]
     )
     build, ident, encode = rows["build"], rows["id"], rows["encode"]
     rows["rest"] = (build[0] - ident[0] - encode[0], build[1] - ident[1] - encode[1])
-    pair("parse", "parse(WIRE)", "loads(WIRE)")
 
     # Routing: 100 static routes (distro's own router and a dict), and 100 {param} ones.
     router: Router[str] = Router()
@@ -274,14 +288,8 @@ async def _measure(quick: bool, log: Callable[[str], None]) -> dict[str, Any]:
         router.add("POST", f"/service{i}/orders", f"h{i}")
         router.add("POST", f"/service{i}/orders/{{id}}", f"p{i}")
         table[("POST", f"/service{i}/orders")] = f"h{i}"
-    pair("route", "match('POST', U)", "table[('POST', U)]", match=router.match, table=table, U=URI)
-    rows["route_param"] = (
-        timer.ns("match('POST', U)", {"match": router.match, "U": URI + "/42"}, 1),
-        float("nan"),
-    )
 
     # Dispatch: a started tcp server with 100 routes, a plain handler on the message's uri.
-    log("  costs: dispatch, receive ...")
     server = distro.create("tcp").server(address=HOST, port=0)
     calls = [0]
 
@@ -293,10 +301,9 @@ async def _measure(quick: bool, log: Callable[[str], None]) -> dict[str, Any]:
 
     for i in range(ROUTES):
         server.post(f"/service{i}/orders", handler if f"/service{i}/orders" == URI else other)
-    raw_calls = [0]
 
     def raw_handler(obj: dict[str, Any]) -> None:
-        raw_calls[0] += 1
+        pass
 
     raw_table = {key: raw_handler for key in table}
 
@@ -305,11 +312,19 @@ async def _measure(quick: bool, log: Callable[[str], None]) -> dict[str, Any]:
         headers = obj["headers"]
         raw_table[(headers["verb"], headers["uri"])](obj)
 
+    log("  costs: parse, route, dispatch ...")
     async with server:
-        pair(
-            "dispatch",
-            "received(WIRE, PEER)",
-            "raw_dispatch(WIRE)",
+        pairs(
+            [
+                ("parse", "parse(WIRE)", "loads(WIRE)"),
+                ("route", "match('POST', U)", "table[('POST', U)]"),
+                ("route_param", "match('POST', UP)", None),
+                ("dispatch", "received(WIRE, PEER)", "raw_dispatch(WIRE)"),
+            ],
+            match=router.match,
+            table=table,
+            U=URI,
+            UP=URI + "/42",
             received=server.frame_received,
             PEER=_FakePeer(),
             raw_dispatch=raw_dispatch,
@@ -319,12 +334,10 @@ async def _measure(quick: bool, log: Callable[[str], None]) -> dict[str, Any]:
     if not calls[0] or calls[0] != handled or dropped:
         raise RuntimeError(f"costs: dispatch did not reach the handler ({handled}, {dropped})")
     dispatch, parse, route = rows["dispatch"], rows["parse"], rows["route"]
-    rows["call"] = (
-        dispatch[0] - parse[0] - route[0],
-        dispatch[1] - parse[1] - route[1],
-    )
+    rows["call"] = (dispatch[0] - parse[0] - route[0], dispatch[1] - parse[1] - route[1])
 
     # Receive: a server connection's read path over 64 KiB reads of a stream of frames.
+    log("  costs: receive ...")
     frames = 4096
     stream = b"".join(distro.message(HEADERS, payload(n)).to_bytes() + NL for n in range(frames))
     chunks = [stream[at : at + READ_SIZE] for at in range(0, len(stream), READ_SIZE)]
@@ -336,19 +349,24 @@ async def _measure(quick: bool, log: Callable[[str], None]) -> dict[str, Any]:
         max_write_buffer=4 << 20,
     )
     listener = TcpListener(_Discard(), limits)  # private: not bound, its protocol fed directly
-    protocol = listener.accept()
-    buffer = listener.read_buffer
-    feed = "for c in CHUNKS:\n    BUF[: len(c)] = c\n    updated(len(c))"
-    copy = "for c in CHUNKS:\n    BUF[: len(c)] = c"
+    protocol: Any = listener.accept()
     lines = _Lines(lambda line: None)
-    scope = {"CHUNKS": chunks, "BUF": buffer, "updated": protocol.buffer_updated}
-    ours = timer.ns(feed, scope, frames) - timer.ns(copy, scope, frames)
-    raw = timer.ns(
-        "for c in CHUNKS:\n    received(c)", {**scope, "received": lines.data_received}, frames
+    scope = {
+        "CHUNKS": chunks,
+        "BUF": listener.read_buffer,
+        "updated": protocol.buffer_updated,
+        "received": lines.data_received,
+    }
+    feed, copy, raw = timer.group(
+        [
+            ("for c in CHUNKS:\n    BUF[: len(c)] = c\n    updated(len(c))", scope, frames),
+            ("for c in CHUNKS:\n    BUF[: len(c)] = c", scope, frames),
+            ("for c in CHUNKS:\n    received(c)", scope, frames),
+        ]
     )
     if protocol._decoder.buffered or lines.tail:  # whole frames only: nothing left over
         raise RuntimeError("costs: the receive stream did not end with a whole frame")
-    rows["receive"] = (ours, raw)
+    rows["receive"] = (feed - copy, raw)
 
     rows.update(await _send_costs(quick, timer.repeat, log))
 
