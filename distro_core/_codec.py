@@ -166,9 +166,9 @@ if orjson is not None:
         :raises CodecError: not UTF-8, not JSON, or a number out of range.
         """
         if isinstance(data, str):
-            if _LONG_RUN_STR in data.translate(_DIGIT_MAP_STR):
+            if data.translate(_DIGIT_MAP_STR).find(_LONG_RUN_STR) >= 0:
                 return stdlib_loads(data)
-        elif _LONG_RUN in data.translate(_DIGIT_MAP):
+        elif data.translate(_DIGIT_MAP).find(_LONG_RUN) >= 0:
             return stdlib_loads(data)
         try:
             return _orjson_loads(data)

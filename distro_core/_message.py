@@ -311,7 +311,7 @@ def plain_encoding(id: str, headers: dict[str, Any], payload: Any) -> bytes | No
     except TypeError:
         return None  # beyond orjson (long integers, odd types): the careful path decides
     if (
-        b"null" not in raw  # NaN and infinities become null; so may a None: careful path
+        raw.find(b"null") < 0  # NaN and infinities become null; so may a None: careful path
         and (
             # The uri is a str, the verb a str or None (checked by _check_headers).
             len(headers) == 1

@@ -388,7 +388,7 @@ def encode_frame(data: bytes) -> bytes:
     :returns: the bytes to write to the stream.
     :raises MessageError: ``data`` holds a raw newline, which would split it into two frames.
     """
-    if _NL in data:
+    if data.find(_NL) >= 0:
         raise MessageError(
             "a frame cannot hold a raw newline; encode messages as compact JSON "
             "(Message.to_bytes())"

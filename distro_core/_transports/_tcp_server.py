@@ -185,7 +185,7 @@ class TcpPeer(Peer):
                 f"tcp: a reply of {len(data)} bytes to {protocol.where} exceeds "
                 f"max_frame_size of {protocol.limit} bytes"
             )
-        if _NL in data:
+        if data.find(_NL) >= 0:  # (find: "in" first tries the bytes as an int)
             raise TransportError(f"tcp: a reply to {protocol.where} holds a raw newline")
         if protocol.batcher.write_paused:
             protocol.check_write_buffer(len(data))
