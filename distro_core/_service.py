@@ -232,8 +232,16 @@ class Service(HandlerTable, Lifecycle):
 
     @property
     def is_serving(self) -> bool:
-        """True while the server serves."""
-        return self._server is not None and self._server.is_serving
+        """True while the server serves: from the moment it is bound (:attr:`address` is
+        known) until it closes."""
+        server = self._server
+        if server is None or not server.is_serving:
+            return False
+        try:
+            server.address  # noqa: B018 - unknown while the transport is still binding
+        except StateError:
+            return False
+        return True
 
     async def connect(self, info: Mapping[str, Any] | None = None, /, **options: Any) -> Client:
         """Open a client over the service's transport, closed after the shutdown hooks.
