@@ -55,9 +55,6 @@ class Backlog:
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run())
 
-    def __len__(self) -> int:
-        return len(self._frames)
-
     @property
     def failed(self) -> bool:
         """Whether a frame was refused and the error not raised yet."""

@@ -204,9 +204,7 @@ class Client:
             return
         if type(msg) is not Message and not isinstance(msg, Message):
             raise TypeError(f"send() takes a distro Message, got {type(msg).__name__}")
-        data = msg._raw  # the wire form message() and parse() keep
-        if data is None:
-            data = msg.to_bytes()
+        data = msg.to_bytes()
         limit = self._limit
         if limit is not None and len(data) > limit:
             raise MessageTooLarge(len(data), limit, self.transport.name)
@@ -248,9 +246,7 @@ class Client:
             self._check_open()
         if type(msg) is not Message and not isinstance(msg, Message):
             raise TypeError(f"send_nowait() takes a distro Message, got {type(msg).__name__}")
-        data = msg._raw
-        if data is None:
-            data = msg.to_bytes()
+        data = msg.to_bytes()
         limit = self._limit
         if limit is not None and len(data) > limit:
             raise MessageTooLarge(len(data), limit, self.transport.name)

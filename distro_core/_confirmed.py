@@ -164,7 +164,9 @@ class ConfirmingPeer(Peer):
             ):
                 self._window.forget(self._msg_id)
             elif self._reply is not None:
-                self._window.done(self._msg_id, self._reply, time.monotonic())
+                # Kept for the window's lifetime: a right-sized copy (an encoder's output may
+                # keep a larger buffer behind it; orjson's keeps ~4 KiB).
+                self._window.done(self._msg_id, bytes(memoryview(self._reply)), time.monotonic())
         if self._peer.settles:
             self._peer.settle(outcome, detail)
 

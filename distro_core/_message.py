@@ -274,14 +274,7 @@ def message(headers: Mapping[str, Any], payload: Any = None, *, id: str | None =
     if raw is not None:
         # orjson's output keeps a ~4 KiB buffer behind a small message; a message may be kept
         # for a long time, so it keeps a right-sized copy (about 0.15 µs) instead.
-        msg = _new(Message)
-        _set_id(msg, id)
-        _set_headers(msg, headers.copy())
-        _set_payload(msg, _UNDECODED)
-        _set_params(msg, {})
-        _set_raw(msg, bytes(memoryview(raw)))
-        _set_identity(msg, None)
-        return msg
+        return new_message(id, headers.copy(), _UNDECODED, {}, bytes(memoryview(raw)))
     try:
         # The decoded copy becomes the message's own headers and payload: it proves the round
         # trip and detaches the message from objects the caller may mutate later.

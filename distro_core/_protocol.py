@@ -189,8 +189,7 @@ def reply(request: Message, payload: Any) -> bytes:
     headers = {"uri": REPLY, "inReplyTo": request.id}
     plain = plain_encoding(id, headers, payload)
     if plain is not None:
-        # A right-sized copy: a confirmed send's reply is kept in the server's window.
-        return bytes(memoryview(plain))
+        return plain
     try:
         data, copy = encode_and_copy({"id": id, "headers": headers, "payload": payload})
         same = copy is not None and copy["payload"] == payload
